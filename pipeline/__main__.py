@@ -1,0 +1,4 @@
+from pipeline.cli import main
+import sys
+
+sys.exit(main())

