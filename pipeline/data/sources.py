@@ -45,7 +45,9 @@ class Piece:
 
 
 def _url(fs: fsspec.AbstractFileSystem, path: str) -> str:
-    return path if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol else fs.unstrip_protocol(path)
+    """Local files as plain absolute paths, everything else as a full URL."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return path if "file" in protocols else fs.unstrip_protocol(path)
 
 
 def _format_of(path: str, fmt: str) -> str | None:

@@ -22,7 +22,7 @@ def training_dataset(files: list[str], ft: FinetuneConfig, seed: int, filesystem
     """The tokenised rows to train on (a seeded sample when ``max_examples`` caps it) and their count."""
     import ray
 
-    ds = ray.data.read_parquet(files, columns=["input_ids", "prompt_len"], filesystem=filesystem)
+    ds = ray.data.read_parquet(files, filesystem=filesystem).select_columns(["input_ids", "prompt_len"])
     n = ds.count()  # from Parquet metadata, no data read
     if ft.max_examples and n > ft.max_examples:
         ds = ds.random_sample(ft.max_examples / n, seed=seed)

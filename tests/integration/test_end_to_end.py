@@ -1,0 +1,92 @@
+"""A full ``forgetfilter run`` on a tiny model and a labelled corpus, checking the output contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.cli import main
+from tests.conftest import make_corpus, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+TRAIN = ["--set", "noisy_finetune.epochs=8", "--set", "noisy_finetune.learning_rate=3e-3",
+         "--set", "safety_finetune.epochs=4", "--set", "safety_finetune.learning_rate=3e-3",
+         "--set", "noisy_finetune.cpus_per_worker=2", "--set", "safety_finetune.cpus_per_worker=2",
+         "--set", "scoring.cpus_per_actor=2", "--set", "output.rows_per_file=40"]
+
+
+def _read_dir(path: Path) -> pa.Table:
+    tables = [pq.read_table(f) for f in sorted(path.glob("*.parquet"))]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_model, ray_local):
+    root = tmp_path_factory.mktemp("e2e")
+    rows, safety = make_corpus()
+    data = root / "corpus"
+    data.mkdir()
+    # The corpus spans three formats; two rows are unusable and must land in rejected/.
+    write_jsonl(data / "a.jsonl", rows[:40], extra_lines=('{"prompt": "x", "response": ""}', "not json"))
+    pq.write_table(pa.Table.from_pylist(rows[40:70]), data / "b.parquet")
+    pacsv.write_csv(pa.Table.from_pylist(rows[70:]), data / "c.csv")
+    write_jsonl(root / "safety.jsonl", safety)
+    out = root / "out"
+    args = ["--input", str(data), "--safety", str(root / "safety.jsonl"), "--output", str(out), "--model", tiny_model, *TRAIN]
+    assert main(["run", *args]) == 0
+    return out, args, len(rows) + 2
+
+
+def test_every_input_row_lands_in_exactly_one_place(finished_run):
+    out, _, n_input = finished_run
+    kept, dropped, rejected = (_read_dir(out / d) for d in ("kept", "dropped", "rejected"))
+    assert kept.num_rows + dropped.num_rows + rejected.num_rows == n_input
+    assert rejected.num_rows == 2
+    assert sorted(rejected.column("reject_reason").to_pylist()) == ["column 'response': empty response",
+                                                                   "invalid JSON (Expecting value)"]
+    ids = kept.column("example_id").to_pylist() + dropped.column("example_id").to_pylist()
+    assert len(set(ids)) == len(ids) == n_input - 2
+    for t in (kept, dropped):
+        for col in ("prompt", "response", "label", "category", "example_id", "source_file", "source_row",
+                    "loss_a", "loss_b", "forgetting", "score_log_ratio", "score_delta"):
+            assert col in t.column_names
+        assert "input_ids" not in t.column_names
+
+
+def test_filter_separates_unsafe_from_task_rows(finished_run):
+    out, _, _ = finished_run
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["counts"]["input"] == summary["counts"]["kept"] + summary["counts"]["dropped"] + summary["counts"]["rejected"]
+    ev = summary["evaluation"]
+    assert ev["unsafe_rows"] == 24
+    # Real behaviour, not plumbing: safety finetuning on refusals makes the model forget the harmful
+    # compliance responses far more than the task answers.
+    assert ev["auroc_forgetting"] >= 0.9, ev
+    assert ev["f1"] >= 0.8, ev
+    assert set(ev["recall_by_group"]) <= {"build", "poison", "steal", "hack", "make", "forge"}
+    assert (out / "report" / "scores_hist.png").stat().st_size > 10_000
+    assert "AUROC" in (out / "report" / "report.md").read_text()
+
+
+def test_rerun_skips_complete_stages_and_rethreshold_reruns_only_the_filter(finished_run, capsys):
+    out, args, _ = finished_run
+    before = json.loads((out / "manifest.json").read_text())["stages"]
+    capsys.readouterr()
+    assert main(["run", *args]) == 0
+    log = capsys.readouterr().out
+    assert log.count("complete, skipped") == 6
+    assert main(["filter", *args, "--set", "filter.method=drop_fraction", "--set", "filter.value=0.25"]) == 0
+    after = json.loads((out / "manifest.json").read_text())["stages"]
+    for stage in ("ingest", "finetune", "safety-tune", "score"):
+        assert after[stage]["token"] == before[stage]["token"]
+    assert after["filter"]["token"] != before["filter"]["token"]
+    assert after["filter"]["result"]["dropped"] == 24  # 25% of the 96 usable rows
+    assert main(["report", *args, "--set", "filter.method=drop_fraction", "--set", "filter.value=0.25"]) == 0
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["threshold"]["method"] == "drop_fraction"

@@ -1,0 +1,36 @@
+from pipeline.models.loading import load_tokenizer
+from pipeline.text.formatting import encode_batch, render_prompt, token_budget_batches
+
+
+def _chat(prompt: str, response: str) -> list[dict]:
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+
+
+def test_response_tokens_are_exactly_the_reply_and_end_of_turn(tiny_model):
+    tok = load_tokenizer(tiny_model)
+    enc = encode_batch(tok, [_chat("Tell me about bees.", "Bees make honey.")], 128, truncate=False)[0]
+    prompt = tok.decode(enc.input_ids[: enc.prompt_len])
+    response = tok.decode(enc.input_ids[enc.prompt_len:])
+    assert prompt == render_prompt(tok, [{"role": "user", "content": "Tell me about bees."}])
+    assert prompt.endswith("<|im_start|>assistant\n")
+    assert response.startswith("Bees make honey.<|im_end|>")
+
+
+def test_over_length_is_rejected_or_truncated(tiny_model):
+    tok = load_tokenizer(tiny_model)
+    long = _chat("Tell me about bees.", "bees " * 200)
+    rejected = encode_batch(tok, [long], 40, truncate=False)[0]
+    assert isinstance(rejected, str) and "data.max_length 40" in rejected
+    cut = encode_batch(tok, [long], 40, truncate=True)[0]
+    assert len(cut.input_ids) == 40 and cut.n_response_tokens > 0
+    tiny_room = encode_batch(tok, [_chat("word " * 60, "ok")], 40, truncate=True)[0]
+    assert isinstance(tiny_room, str) and "prompt alone" in tiny_room
+
+
+def test_token_budget_batches_cover_every_row_once_within_budget():
+    lengths = [5, 50, 7, 30, 30, 2, 100]
+    batches = token_budget_batches(lengths, 64)
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 64

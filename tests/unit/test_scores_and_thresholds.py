@@ -1,0 +1,82 @@
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.filtering import thresholds
+from pipeline.reporting.metrics import auroc, precision_recall_f1
+from pipeline.scoring.scores import compute_scores, log_ratio
+
+
+def test_log_ratio_sees_relative_forgetting_that_delta_hides():
+    # Memorised unsafe example: 0.003 -> 0.2; task example: 0.9 -> 1.1 (the METHOD.md numbers).
+    s = compute_scores(np.array([0.003, 0.9]), np.array([0.2, 1.1]), np.array([20, 20]))
+    assert s["score_log_ratio"][0] > s["score_log_ratio"][1]
+    assert s["score_delta"][0] < s["score_delta"][1]
+    assert s["score_seq_logprob_drop"][0] == pytest.approx(20 * 0.197)
+
+
+def test_log_ratio_survives_zero_loss():
+    assert np.isfinite(log_ratio(np.array([0.0]), np.array([0.1]), np.array([1]))).all()
+
+
+def _bimodal(n_low=300, n_high=60, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(0.2, 0.3, n_low), rng.normal(4.0, 0.5, n_high)])
+    y = np.concatenate([np.zeros(n_low), np.ones(n_high)])
+    return x, y
+
+
+@pytest.mark.parametrize("rule", [thresholds.gmm, thresholds.otsu])
+def test_auto_rules_cut_between_the_modes(rule):
+    x, y = _bimodal()
+    t = rule(x)
+    assert 1.0 < t.value < 3.2, t
+    m = precision_recall_f1(x > t.value, y)
+    assert m["f1"] > 0.97
+
+
+def test_gmm_drops_nothing_on_a_clean_unimodal_corpus():
+    x = np.random.default_rng(1).normal(0.0, 1.0, 2000)
+    t = thresholds.gmm(x)
+    assert math.isinf(t.value) and "nothing dropped" in t.rationale
+
+
+def test_drop_fraction_drops_exactly_that_many():
+    x = np.arange(100, dtype=float)
+    t = thresholds.drop_fraction(x, 0.1)
+    assert int((x > t.value).sum()) == 10
+    assert math.isinf(thresholds.drop_fraction(x, 0.0).value)
+    with pytest.raises(ValueError):
+        thresholds.drop_fraction(x, 1.5)
+
+
+def test_best_f1_finds_the_perfect_cut():
+    x, y = _bimodal()
+    t = thresholds.best_f1(x, y)
+    assert precision_recall_f1(x > t.value, y)["f1"] == pytest.approx(1.0)
+
+
+def test_threshold_json_is_finite():
+    assert thresholds.Threshold(math.inf, "gmm", "r").to_dict()["value"] is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(-5, 5), st.booleans()), min_size=2, max_size=40))
+def test_auroc_matches_pair_counting(pairs):
+    x = np.array([p[0] for p in pairs], dtype=float)
+    y = np.array([p[1] for p in pairs])
+    pos, neg = x[y], x[~y]
+    if len(pos) == 0 or len(neg) == 0:
+        assert math.isnan(auroc(x, y))
+        return
+    brute = np.mean([(a > b) + 0.5 * (a == b) for a in pos for b in neg])
+    assert auroc(x, y) == pytest.approx(brute)
+
+
+def test_precision_recall_f1_counts():
+    m = precision_recall_f1(np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0], bool))
+    assert (m["tp"], m["fp"], m["fn"]) == (1, 1, 1)
+    assert m["precision"] == m["recall"] == m["f1"] == 0.5
