@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     for name in STAGE_NAMES:
         sub.add_parser(name, parents=[common], help=f"(re-)run the {name} stage (and any incomplete stage before it)")
     sub.add_parser("config", help="print every config key with its default and documentation")
+    demo = sub.add_parser("demo-data", help="build the demo corpus and safety set (stdlib docstrings + HarmBench)")
+    demo.add_argument("--out", required=True, help="directory for corpus.jsonl and safety.jsonl")
+    demo.add_argument("--seed", type=int, default=0)
     return p
 
 
@@ -73,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "config":
         sys.stdout.write(reference_yaml())
+        return 0
+    if args.command == "demo-data":
+        from pipeline.demo.build import build
+
+        for name, path in build(args.out, seed=args.seed).items():
+            log(f"demo {name}: {path}")
         return 0
     try:
         cfg = _config(args)

@@ -50,6 +50,9 @@ class DataConfig(Section):
     label_column: str = Field(
         "label", description="Optional label column (1 = unsafe, 0 = not); used only for evaluation in the report."
     )
+    system_prompt: str | None = Field(
+        None, description="System message put before every chat that has none; empty -> the model template's default."
+    )
     group_column: str = Field(
         "category", description="Optional column the report breaks counts and recall down by (e.g. harm category)."
     )
@@ -90,6 +93,10 @@ class FinetuneConfig(Section):
     cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per training worker.")
     max_examples: int | None = Field(
         None, gt=0, description="Train on a seeded sample of at most this many rows (for very large corpora)."
+    )
+    train_layers: int | None = Field(
+        None, gt=0, description="Train only the top N transformer blocks (and the final norm); empty -> all weights. "
+        "Cuts backward cost where compute is scarce."
     )
 
 

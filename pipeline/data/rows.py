@@ -78,6 +78,8 @@ def check_row(row: dict[str, Any], cfg: DataConfig) -> Usable | str:
             {"role": "user", "content": row[cfg.prompt_column]},
             {"role": "assistant", "content": row[cfg.response_column]},
         ]
+    if cfg.system_prompt and chat[0]["role"] != "system":
+        chat = [{"role": "system", "content": cfg.system_prompt}, *chat]
     label = _label(row.get(cfg.label_column), cfg.label_column)
     if isinstance(label, str):
         return label

