@@ -79,7 +79,8 @@ def _execute(name: str, cfg: Config, run: RunDir) -> dict[str, Any]:
         return run_filter(cfg, run, run.stage_record("ingest")["result"]["corpus"]["rows"])
     from pipeline.stages.report import run_report
 
-    seconds = {k: v["seconds"] for k, v in run.manifest()["stages"].items()}
+    done = run.manifest()["stages"]
+    seconds = {k: done[k]["seconds"] for k in STAGE_NAMES if k in done}
     return run_report(cfg, run, run.stage_record("filter")["result"], seconds)
 
 
@@ -113,4 +114,9 @@ def run_pipeline(cfg: Config, until: str = "report", force: tuple[str, ...] = ()
         result = execute(stage.name, cfg, run)
         rec = run.record_stage(stage.name, fp, time.time() - t0, result)
         log(f"{head}: done in {rec['seconds']:.1f}s")
+    if until in ("filter", "report"):
+        r = run.stage_record("filter")["result"]
+        t = r["threshold"]
+        log(f"input {r['input']} rows: kept {r['kept']}, dropped {r['dropped']}, rejected {r['rejected']} "
+            f"(threshold {t['method']}: {t['rationale']})")
     return run

@@ -125,3 +125,14 @@ def token_budget_batches(lengths: Sequence[int], max_tokens: int) -> list[list[i
     if current:
         batches.append(current)
     return batches
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator) -> list[list[int]]:
+    """Split rows into batches of similar length, in random batch order (less padding, still shuffled).
+
+    Used on each shuffled window of rows during training: sorting within the window and shuffling
+    the batches keeps the training order random while most batches need little padding.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]

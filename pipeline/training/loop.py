@@ -12,9 +12,13 @@ import os
 import tempfile
 import time
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Iterator
+
+import numpy as np
 
 TRAIN_STATE = "train_state.json"
+WINDOW_BATCHES = 16
+"""Batches per shuffled window that is grouped by length (see ``length_grouped_batches``)."""
 
 
 def bf16_supported(use_gpu: bool) -> bool:
@@ -49,6 +53,19 @@ def freeze_below(model: Any, train_layers: int | None) -> None:
     for module in trainable:
         for p in module.parameters():
             p.requires_grad = True
+
+
+def _epoch_batches(shard: Any, batch_size: int, seed: int) -> Iterator[tuple[list, list]]:
+    """One epoch of (input_ids, prompt_lens) batches: shuffled windows, grouped by length inside each."""
+    from pipeline.text.formatting import length_grouped_batches
+
+    rng = np.random.default_rng(seed)
+    window_rows = batch_size * WINDOW_BATCHES
+    for window in shard.iter_batches(batch_size=window_rows, batch_format="numpy",
+                                     local_shuffle_buffer_size=window_rows * 2, local_shuffle_seed=seed):
+        ids, prompt_lens = window["input_ids"], window["prompt_len"]
+        for rows in length_grouped_batches([len(x) for x in ids], batch_size, rng):
+            yield [ids[i] for i in rows], [prompt_lens[i] for i in rows]
 
 
 def train_loop(config: dict[str, Any]) -> None:
@@ -99,18 +116,15 @@ def train_loop(config: dict[str, Any]) -> None:
     label = config["label"]
     for epoch in range(start_epoch, ft.epochs):
         t0, tokens, losses, step = time.time(), 0, [], 0
-        for batch in shard.iter_batches(
-            batch_size=ft.batch_size, batch_format="numpy",
-            local_shuffle_buffer_size=max(ft.batch_size * 16, 256), local_shuffle_seed=config["seed"] + epoch,
-        ):
-            t = collate(batch["input_ids"], batch["prompt_len"], tokenizer.pad_token_id)
+        for ids, prompt_lens in _epoch_batches(shard, ft.batch_size, config["seed"] + epoch):
+            t = collate(ids, prompt_lens, tokenizer.pad_token_id)
             t = {k: v.to(device) for k, v in t.items()}
             with autocast:
                 logits = engine(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits
             loss = batch_mean_nll(logits, t["labels"])
             engine.backward(loss)
             engine.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             tokens += int(t["attention_mask"].sum())
             step += 1
             if rank == 0 and step % config["log_every"] == 0:

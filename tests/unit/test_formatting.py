@@ -34,3 +34,18 @@ def test_token_budget_batches_cover_every_row_once_within_budget():
     assert flat == list(range(len(lengths)))
     for b in batches:
         assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 64
+
+
+def test_length_grouped_batches_cut_padding_and_keep_every_row():
+    import numpy as np
+
+    from pipeline.text.formatting import length_grouped_batches
+
+    rng = np.random.default_rng(0)
+    lengths = list(rng.integers(10, 200, 128))
+    batches = length_grouped_batches(lengths, 8, np.random.default_rng(1))
+    assert sorted(i for b in batches for i in b) == list(range(128))
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    naive = sum(max(lengths[i: i + 8]) * len(lengths[i: i + 8]) for i in range(0, 128, 8))
+    assert padded < 0.8 * naive
+    assert batches != length_grouped_batches(lengths, 8, np.random.default_rng(2))  # order is shuffled
