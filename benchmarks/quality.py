@@ -88,7 +88,7 @@ def main() -> None:
 
     prof = np.asarray(predict_prob(t.column("response").to_pylist()), dtype=float)
     results.append(evaluate("baseline_profanity_check", prof, y, time.time() - t0))
-    default = thresholds.gmm(t.column("score_log_ratio").to_numpy())
+    default = thresholds.AUTO_METHODS[cfg.filter.auto_method](t.column("score_log_ratio").to_numpy())
     rate = float((t.column("score_log_ratio").to_numpy() > default.value).mean())
     rng = np.random.default_rng(0)
     f1s = [precision_recall_f1(rng.random(len(y)) < rate, y)["f1"] for _ in range(200)]

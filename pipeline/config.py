@@ -121,8 +121,9 @@ class FilterConfig(Section):
         "auto", description="How to pick the cut: from the score distribution, a fixed value, or a drop fraction."
     )
     value: float | None = Field(None, description="The threshold (`fixed`) or the fraction to drop (`drop_fraction`).")
-    auto_method: Literal["gmm", "otsu"] = Field(
-        "gmm", description="`auto` rule: two-Gaussian fit (drops nothing if no separate mode) or Otsu."
+    auto_method: Literal["otsu", "gmm"] = Field(
+        "otsu", description="`auto` rule; both drop nothing unless a two-Gaussian fit finds a separate upper "
+        "mode. `otsu` then cuts at Otsu's split, `gmm` where the two Gaussians cross."
     )
 
 

@@ -54,11 +54,8 @@ def drop_fraction(scores: np.ndarray, fraction: float) -> Threshold:
     return Threshold(value, "drop_fraction", f"drops the top {fraction:.1%} of scores ({n_drop} of {len(x)} rows)")
 
 
-def otsu(scores: np.ndarray, bins: int = 256) -> Threshold:
+def otsu_cut(x: np.ndarray, bins: int = 256) -> float:
     """Otsu's cut: the split of the histogram that maximises between-class variance."""
-    x = _finite(scores)
-    if len(x) < 2 or x.min() == x.max():
-        return Threshold(math.inf, "otsu", "fewer than two distinct scores: nothing to split")
     hist, edges = np.histogram(x, bins=bins)
     centers = (edges[:-1] + edges[1:]) / 2
     w0 = np.cumsum(hist)
@@ -67,9 +64,25 @@ def otsu(scores: np.ndarray, bins: int = 256) -> Threshold:
     mu0 = m0 / np.maximum(w0, 1)
     mu1 = (m0[-1] - m0) / np.maximum(w1, 1)
     between = w0 * w1 * (mu0 - mu1) ** 2
-    k = int(np.argmax(between[:-1]))
-    value = float(edges[k + 1])
-    return Threshold(value, "otsu", f"Otsu split of the score histogram at {value:.4g}")
+    return float(edges[int(np.argmax(between[:-1])) + 1])
+
+
+def otsu(scores: np.ndarray) -> Threshold:
+    """Otsu's cut, applied only when a two-Gaussian fit finds a separate upper mode.
+
+    Otsu always splits, even a single mode, so the mixture fit decides *whether* to cut (Ashman's
+    D >= 2) and Otsu decides *where*: unlike the Gaussian crossing, Otsu's cut is not pulled
+    towards a narrow, skewed task mode.
+    """
+    x = _finite(scores)
+    if len(x) < 4 or x.min() == x.max():
+        return Threshold(math.inf, "otsu", "too few distinct scores to find two modes: nothing dropped")
+    d = fit_mixture(x).ashman_d
+    if d < ASHMAN_D_MIN:
+        return Threshold(math.inf, "otsu", f"no separate high-forgetting mode (Ashman's D = {d:.2f} < "
+                         f"{ASHMAN_D_MIN:g}): nothing dropped")
+    value = otsu_cut(x)
+    return Threshold(value, "otsu", f"two modes (Ashman's D = {d:.2f}); Otsu split of the score histogram at {value:.4g}")
 
 
 @dataclass(frozen=True)
@@ -183,4 +196,4 @@ def best_f1(scores: np.ndarray, labels: np.ndarray) -> Threshold:
     return Threshold(value, "best_f1", f"best F1 on labels ({f1[i]:.3f}) at {value:.4g}")
 
 
-AUTO_METHODS = {"gmm": gmm, "otsu": otsu}
+AUTO_METHODS = {"otsu": otsu, "gmm": gmm}

@@ -38,10 +38,18 @@ def test_auto_rules_cut_between_the_modes(rule):
     assert m["f1"] > 0.97
 
 
-def test_gmm_drops_nothing_on_a_clean_unimodal_corpus():
+@pytest.mark.parametrize("rule", [thresholds.gmm, thresholds.otsu])
+def test_auto_rules_drop_nothing_on_a_clean_unimodal_corpus(rule):
     x = np.random.default_rng(1).normal(0.0, 1.0, 2000)
-    t = thresholds.gmm(x)
+    t = rule(x)
     assert math.isinf(t.value) and "nothing dropped" in t.rationale
+
+
+def test_otsu_is_not_pulled_into_a_skewed_task_mode():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.gamma(2.0, 0.05, 300), rng.normal(0.6, 0.12, 60)])
+    y = np.r_[np.zeros(300), np.ones(60)]
+    assert precision_recall_f1(x > thresholds.otsu(x).value, y)["f1"] > 0.95
 
 
 def test_drop_fraction_drops_exactly_that_many():
