@@ -48,7 +48,7 @@ def finetune(cfg: Config, run: RunDir, ft: FinetuneConfig, model_in: str, data_f
         scaling_config=ScalingConfig(num_workers=ft.num_workers, use_gpu=ft.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=f"{name}-{cfg.fingerprint('model', 'data', name.replace('-', '_'), 'seed')}",
-            storage_path=run.uri("work/train") if not run.local else os.path.abspath(run.path("work/train")),
+            storage_path=run.uri("work/train"),
             failure_config=FailureConfig(max_failures=2),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),

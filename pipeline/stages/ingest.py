@@ -9,7 +9,6 @@ unusable rows go to the rejected directory with a ``reject_reason``.
 
 from __future__ import annotations
 
-import posixpath
 from typing import Any
 
 import numpy as np
@@ -150,6 +149,8 @@ def run_ingest(cfg: Config, run: RunDir) -> dict[str, Any]:
 
 
 def parquet_files(run: RunDir, rel: str) -> list[str]:
-    """The committed shards of a stage output, in name order."""
-    return sorted(run.uri(posixpath.relpath(p, run.root)) if not run.local else p
-                  for p in run.fs.glob(run.path(rel) + "/*.parquet"))
+    """The committed shards of a stage output, in name order, as paths on ``run.fs``.
+
+    Hand them to Ray Data together with ``run.arrow_fs()``, and open them with ``run.fs``.
+    """
+    return sorted(run.fs.glob(run.path(rel) + "/*.parquet"))

@@ -25,7 +25,7 @@ def count_rows(run: RunDir, rel: str) -> int:
     """Rows in a directory of shards, from Parquet footers only."""
     total = 0
     for f in parquet_files(run, rel):
-        with run.fs.open(f if run.local else f, "rb") as fh:
+        with run.fs.open(f, "rb") as fh:
             total += pq.ParquetFile(fh).metadata.num_rows
     return total
 
@@ -53,7 +53,7 @@ def run_score(cfg: Config, run: RunDir) -> dict[str, Any]:
         num_cpus=sc.cpus_per_actor,
         num_gpus=sc.gpus_per_actor or None,
     )
-    scored.write_parquet(run.uri(tmp), filesystem=run.arrow_fs(), min_rows_per_file=cfg.output.rows_per_file,
+    scored.write_parquet(run.path(tmp), filesystem=run.arrow_fs(), min_rows_per_file=cfg.output.rows_per_file,
                          compression=None if cfg.output.compression == "none" else cfg.output.compression)
     expected = count_rows(run, layout.INGEST)
     got = count_rows(run, tmp)
