@@ -132,6 +132,11 @@ class OutputConfig(Section):
     rows_per_file: int = Field(100_000, gt=0, description="Target rows per output Parquet shard.")
     compression: Literal["zstd", "snappy", "gzip", "none"] = Field("zstd", description="Parquet compression.")
 
+    @property
+    def parquet_compression(self) -> str | None:
+        """The value pyarrow and Ray Data expect (None for no compression)."""
+        return None if self.compression == "none" else self.compression
+
 
 class RayConfig(Section):
     address: str | None = Field(

@@ -25,7 +25,7 @@ class ShardWriter:
     directory never sees a partial file.
     """
 
-    def __init__(self, fs: fsspec.AbstractFileSystem, directory: str, prefix: str, rows_per_file: int, compression: str) -> None:
+    def __init__(self, fs: fsspec.AbstractFileSystem, directory: str, prefix: str, rows_per_file: int, compression: str | None) -> None:
         self.fs, self.directory, self.prefix = fs, directory, prefix
         self.rows_per_file, self.compression = rows_per_file, compression
         self.buffer: list[dict[str, Any]] = []
@@ -50,7 +50,7 @@ class ShardWriter:
         final = posixpath.join(self.directory, name)
         tmp = posixpath.join(self.directory, f".{name}.inprogress")
         with self.fs.open(tmp, "wb") as f:
-            pq.write_table(table, f, compression=None if self.compression == "none" else self.compression)
+            pq.write_table(table, f, compression=self.compression)
         self.fs.mv(tmp, final)
         self.files.append(final)
         self.rows += len(rows)

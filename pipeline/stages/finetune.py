@@ -15,7 +15,7 @@ from typing import Any
 from pipeline.config import Config, FinetuneConfig
 from pipeline.errors import StageError
 from pipeline.runtime.rundir import RunDir
-from pipeline.training.loop import TRAIN_STATE, bf16_supported, train_loop
+from pipeline.training.loop import TRAIN_STATE, train_loop, use_bf16
 
 
 def training_dataset(files: list[str], ft: FinetuneConfig, seed: int, filesystem: Any = None) -> tuple[Any, int]:
@@ -36,7 +36,7 @@ def finetune(cfg: Config, run: RunDir, ft: FinetuneConfig, model_in: str, data_f
     from ray.train.torch import TorchTrainer
 
     ds, n_rows = training_dataset(data_files, ft, cfg.seed, run.arrow_fs())
-    bf16 = cfg.model.precision == "bf16" or (cfg.model.precision == "auto" and bf16_supported(ft.use_gpu))
+    bf16 = use_bf16(cfg.model.precision, ft.use_gpu)
     resources = {"CPU": ft.cpus_per_worker} | ({"GPU": 1} if ft.use_gpu else {})
     trainer = TorchTrainer(
         train_loop,

@@ -33,8 +33,8 @@ def ingest_piece(
     """Read one file, write its usable and rejected rows as shards, return their counts."""
     d = cfg.data
     prefix = f"part-{index:05d}"
-    valid = ShardWriter(fs, valid_dir, prefix, cfg.output.rows_per_file, cfg.output.compression)
-    rejected = ShardWriter(fs, rejected_dir, prefix, cfg.output.rows_per_file, cfg.output.compression)
+    valid = ShardWriter(fs, valid_dir, prefix, cfg.output.rows_per_file, cfg.output.parquet_compression)
+    rejected = ShardWriter(fs, rejected_dir, prefix, cfg.output.rows_per_file, cfg.output.parquet_compression)
     n_rows = 0
 
     def reject(row: dict[str, Any] | None, n: int, reason: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from pipeline.runtime import rundir as layout
 from pipeline.runtime.rundir import RunDir
 from pipeline.scoring.scorer import PairScorer
 from pipeline.stages.ingest import parquet_files
-from pipeline.training.loop import bf16_supported
+from pipeline.training.loop import use_bf16
 
 
 def count_rows(run: RunDir, rel: str) -> int:
@@ -35,7 +35,7 @@ def run_score(cfg: Config, run: RunDir) -> dict[str, Any]:
 
     sc = cfg.scoring
     use_gpu = sc.gpus_per_actor > 0
-    bf16 = cfg.model.precision == "bf16" or (cfg.model.precision == "auto" and bf16_supported(use_gpu))
+    bf16 = use_bf16(cfg.model.precision, use_gpu)
     files = parquet_files(run, layout.INGEST)
     tmp = run.staging(layout.SCORES)
     ds = ray.data.read_parquet(files, filesystem=run.arrow_fs())
@@ -54,7 +54,7 @@ def run_score(cfg: Config, run: RunDir) -> dict[str, Any]:
         num_gpus=sc.gpus_per_actor or None,
     )
     scored.write_parquet(run.path(tmp), filesystem=run.arrow_fs(), min_rows_per_file=cfg.output.rows_per_file,
-                         compression=None if cfg.output.compression == "none" else cfg.output.compression)
+                         compression=cfg.output.parquet_compression)
     expected = count_rows(run, layout.INGEST)
     got = count_rows(run, tmp)
     if got != expected:

@@ -34,6 +34,11 @@ def bf16_supported(use_gpu: bool) -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def use_bf16(precision: str, use_gpu: bool) -> bool:
+    """The configured precision resolved for this hardware (`auto`: bf16 only where it is fast)."""
+    return precision == "bf16" or (precision == "auto" and bf16_supported(use_gpu))
+
+
 def _consolidated_state_dict(engine: Any, zero_stage: int) -> dict[str, Any] | None:
     """Full weights for export; under ZeRO-3 every rank must take part in gathering them."""
     if zero_stage == 3:
