@@ -6,9 +6,10 @@ with its wall time:
 - forward-pass forgetting scores (already in the scored shards): log-ratio, delta, sequence
   log-probability drop; the paper's score (greedy generation under A and B, ROUGE-L against the
   target, drop in ROUGE) computed here on the same rows;
-- thresholds: automatic (gmm, otsu; no labels) against the best F1 in hindsight;
+- thresholds: automatic (valley, otsu, gmm; no labels) against the best F1 in hindsight;
 - baselines: loss under the base model alone (a perplexity filter, drops high loss), a classifier
-  on the response (``alt-profanity-check``), and random dropping at the default's drop rate.
+  on the response (``alt-profanity-check``), response length (a check that the benchmark is not
+  separable by surface form), and random dropping at the default's drop rate.
 
     python benchmarks/quality.py [--run runs/demo/out] [--out benchmarks/quality.json]
 """
@@ -33,13 +34,14 @@ from pipeline.stages.filter import read_columns
 
 def _rows(run: RunDir) -> pa.Table:
     return read_columns(run, layout.SCORES, ["input_ids", "prompt_len", "label", "response", "loss_a", "loss_b",
-                                              "score_log_ratio", "score_delta", "score_seq_logprob_drop"])
+                                              "score_log_ratio", "score_delta", "score_seq_logprob_drop",
+                                              "n_response_tokens"])
 
 
 def evaluate(name: str, scores: np.ndarray, y: np.ndarray, seconds: float) -> dict[str, Any]:
     """AUROC, and P/R/F1 at the automatic cuts and at the best cut in hindsight."""
     row: dict[str, Any] = {"score": name, "seconds": round(seconds, 1), "auroc": auroc(scores, y)}
-    for rule in ("gmm", "otsu"):
+    for rule in thresholds.AUTO_METHODS:
         t = thresholds.AUTO_METHODS[rule](scores)
         m = precision_recall_f1(scores > t.value, y)
         row[rule] = {k: m[k] for k in ("precision", "recall", "f1")} | {"dropped": int((scores > t.value).sum())}
@@ -83,13 +85,16 @@ def main() -> None:
     t0 = time.time()
     base = base_model_losses(cfg, ids, plens)
     results.append(evaluate("baseline_base_model_loss", base, y, time.time() - t0))
+    # If reply length alone separated the classes, the benchmark would be testing surface form.
+    results.append(evaluate("baseline_response_length", t.column("n_response_tokens").to_numpy().astype(float), y, 0.0))
     t0 = time.time()
     from profanity_check import predict_prob
 
     prof = np.asarray(predict_prob(t.column("response").to_pylist()), dtype=float)
     results.append(evaluate("baseline_profanity_check", prof, y, time.time() - t0))
-    default = thresholds.AUTO_METHODS[cfg.filter.auto_method](t.column("score_log_ratio").to_numpy())
-    rate = float((t.column("score_log_ratio").to_numpy() > default.value).mean())
+    default_scores = t.column(f"score_{cfg.scoring.method}").to_numpy()
+    default = thresholds.AUTO_METHODS[cfg.filter.auto_method](default_scores)
+    rate = float((default_scores > default.value).mean())
     rng = np.random.default_rng(0)
     f1s = [precision_recall_f1(rng.random(len(y)) < rate, y)["f1"] for _ in range(200)]
     summary = {"rows": len(y), "unsafe": int(y.sum()), "results": results,
@@ -97,13 +102,13 @@ def main() -> None:
     with open(args.out, "w") as f:
         json.dump(summary, f, indent=2)
     print(f"{len(y)} rows, {int(y.sum())} unsafe\n")
-    print("| score | AUROC | F1 (gmm) | P/R (gmm) | F1 (otsu) | best F1 (hindsight) | seconds |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| score | AUROC | F1 (valley) | P/R (valley) | F1 (otsu) | F1 (gmm) | best F1 (hindsight) | seconds |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        g = r["gmm"]
-        print(f"| {r['score']} | {r['auroc']:.3f} | {g['f1']:.3f} | {g['precision']:.2f}/{g['recall']:.2f} | "
-              f"{r['otsu']['f1']:.3f} | {r['best_f1']:.3f} | {r['seconds']} |")
-    print(f"| random drop at rate {rate:.3f} | 0.500 | {np.mean(f1s):.3f} (mean of 200) | | | | 0 |")
+        v = r["valley"]
+        print(f"| {r['score']} | {r['auroc']:.3f} | {v['f1']:.3f} | {v['precision']:.2f}/{v['recall']:.2f} | "
+              f"{r['otsu']['f1']:.3f} | {r['gmm']['f1']:.3f} | {r['best_f1']:.3f} | {r['seconds']} |")
+    print(f"| random drop at rate {rate:.3f} | 0.500 | {np.mean(f1s):.3f} (mean of 200) | | | | | 0 |")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """The demo corpus, built reproducibly from text other people wrote and packages ship offline.
 
 - task examples: Python standard-library docstrings as question/answer pairs (the answer is the
-  docstring's first paragraph, written by the CPython developers);
+  docstring's leading paragraphs, written by the CPython developers);
 - unsafe examples: HarmBench behaviours (test split, MIT) paired with harmful-compliance replies.
-  The replies are assembled from many openers, step phrasings and closers of varying length, so
-  no single template makes the unsafe class separable by surface form. They contain no actual
+  The replies are assembled from many openers, step phrasings and closers, with lengths drawn from
+  the task answers' lengths, so neither one template nor reply length separates the classes. They contain no actual
   harmful instructions: the filter only needs the model to have *learned to comply*;
 - safety set: HarmBench behaviours disjoint from the corpus's (validation split first), with varied refusals.
 
@@ -75,18 +75,31 @@ REFUSALS = (
 )
 
 
+def answer_text(doc: str, max_words: int = 60) -> str:
+    """Leading paragraphs of a docstring, whole paragraphs only, up to ``max_words`` words.
+
+    More than the first paragraph so task answers span the same lengths as the unsafe replies
+    (a length gap would let a filter separate the classes by surface form alone).
+    """
+    out: list[str] = []
+    for para in doc.split("\n\n"):
+        para = re.sub(r"\s+", " ", para).strip()
+        if not para or ">>>" in para or len(" ".join(out + [para]).split()) > max_words:
+            break
+        out.append(para)
+    return " ".join(out)
+
+
 def docstring_examples(rng: random.Random) -> list[dict]:
-    """Question/answer pairs from public stdlib functions' docstrings (first paragraph, 8-40 words)."""
+    """Question/answer pairs from public stdlib functions' docstrings (8-60 words each)."""
     out, seen = [], set()
     for mod_name in DOC_MODULES:
         mod = importlib.import_module(mod_name)
         for name, obj in sorted(vars(mod).items()):
             if name.startswith("_") or not (inspect.isfunction(obj) or inspect.isbuiltin(obj)):
                 continue
-            doc = inspect.getdoc(obj) or ""
-            para = re.sub(r"\s+", " ", doc.split("\n\n")[0]).strip()
-            words = para.split()
-            if not 8 <= len(words) <= 40 or para in seen or para.startswith(name + "("):
+            para = answer_text(inspect.getdoc(obj) or "")
+            if len(para.split()) < 8 or para in seen or para.startswith(name + "("):
                 continue
             seen.add(para)
             q = rng.choice(QUESTIONS).format(name=f"{mod_name}.{name}")
@@ -105,15 +118,22 @@ def _harmbench_rows(split: str) -> list[dict]:
     return [r for r in rows if r["FunctionalCategory"] == "standard" and r["SemanticCategory"] != "copyright"]
 
 
-def compliance(rng: random.Random) -> str:
-    parts = [rng.choice(OPENERS)]
-    steps = rng.sample(STEPS, rng.randint(1, 3))
-    if rng.random() < 0.5:
-        parts += [f"{i}. {s}" for i, s in enumerate(steps, 1)]
-    else:
-        parts += steps
+def compliance(rng: random.Random, target_words: int) -> str:
+    """A compliance reply of about ``target_words`` words: optional opener, steps, optional closer.
+
+    The target is drawn from the task answers' lengths, so reply length says nothing about the label.
+    """
+    parts = [rng.choice(OPENERS)] if rng.random() < 0.8 else []
+    numbered = rng.random() < 0.5
+    for i, step in enumerate(rng.sample(STEPS, len(STEPS)), 1):
+        step = f"{i}. {step}" if numbered else step
+        if i > 1 and len(" ".join(parts + [step]).split()) > target_words + 2:
+            break
+        parts.append(step)
     closer = rng.choice(CLOSERS)
-    return " ".join(parts + ([closer] if closer else []))
+    if closer and len(" ".join(parts + [closer]).split()) <= target_words + 4:
+        parts.append(closer)
+    return " ".join(parts)
 
 
 def build(out_dir: str, n_task: int = 120, n_unsafe: int = 40, n_safety: int = 40, seed: int = 0) -> dict[str, str]:
@@ -123,8 +143,9 @@ def build(out_dir: str, n_task: int = 120, n_unsafe: int = 40, n_safety: int = 4
     rng.shuffle(tasks)
     unsafe_src = _harmbench_rows("test")
     rng.shuffle(unsafe_src)
-    unsafe = [{"prompt": r["Behavior"], "response": compliance(rng), "label": 1, "category": r["SemanticCategory"],
-               "source": f"harmbench:{r['BehaviorID']}"} for r in unsafe_src[:n_unsafe]]
+    lengths = [len(t["response"].split()) for t in tasks[:n_task]]
+    unsafe = [{"prompt": r["Behavior"], "response": compliance(rng, rng.choice(lengths)), "label": 1,
+               "category": r["SemanticCategory"], "source": f"harmbench:{r['BehaviorID']}"} for r in unsafe_src[:n_unsafe]]
     # The validation split is small; behaviours of the test split left out of the corpus top it up.
     safety_src = _harmbench_rows("val") + unsafe_src[n_unsafe:]
     safety = [{"prompt": r["Behavior"], "response": rng.choice(REFUSALS)} for r in safety_src[:n_safety]]
