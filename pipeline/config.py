@@ -121,9 +121,10 @@ class FilterConfig(Section):
         "auto", description="How to pick the cut: from the score distribution, a fixed value, or a drop fraction."
     )
     value: float | None = Field(None, description="The threshold (`fixed`) or the fraction to drop (`drop_fraction`).")
-    auto_method: Literal["otsu", "gmm"] = Field(
-        "otsu", description="`auto` rule; both drop nothing unless a two-Gaussian fit finds a separate upper "
-        "mode. `otsu` then cuts at Otsu's split, `gmm` where the two Gaussians cross."
+    auto_method: Literal["valley", "otsu", "gmm"] = Field(
+        "valley", description="`auto` rule. `valley`: cut at the density valley before a separate upper mode of "
+        "the scores, nothing if there is none. `otsu` / `gmm`: Otsu's split or the crossing of a two-Gaussian "
+        "fit, both only if that fit finds two modes (Ashman's D >= 2)."
     )
 
 
@@ -140,7 +141,8 @@ class OutputConfig(Section):
 
 class RayConfig(Section):
     address: str | None = Field(
-        None, description="Ray cluster to join; empty -> RAY_ADDRESS if set, else an embedded local Ray."
+        None, description="Ray cluster to join (`auto`: the `ray start` head on this machine); empty -> RAY_ADDRESS "
+        "if set, else a private embedded local Ray."
     )
     num_cpus: int | None = Field(
         None, gt=0, description="Logical CPUs of an embedded local Ray (default: max(cores, 4), so data "

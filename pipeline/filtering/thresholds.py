@@ -196,4 +196,65 @@ def best_f1(scores: np.ndarray, labels: np.ndarray) -> Threshold:
     return Threshold(value, "best_f1", f"best F1 on labels ({f1[i]:.3f}) at {value:.4g}")
 
 
-AUTO_METHODS = {"otsu": otsu, "gmm": gmm}
+VALLEY_DEPTH = 0.5
+"""A valley separates two modes when the density there is at most half the upper mode's peak."""
+VALLEY_MIN_MASS = 0.005
+"""...and at least this fraction of rows (0.5%) lies above it: a few outliers are not a mode."""
+VALLEY_Z = 3.0
+"""...and the upper mode holds 3 Poisson standard deviations more rows than a flat density would."""
+GRID = 2048
+
+
+def smoothed_density(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """A Gaussian kernel density of ``x`` on a regular grid: (grid, density, bandwidth).
+
+    Binned then convolved, so it costs O(n + grid) whatever the corpus size. The bandwidth is
+    Silverman's rule on the *robust* spread (min of std and IQR/1.34): the narrow task mode sets it,
+    so a separate unsafe mode is not smoothed into the task mode's tail.
+    """
+    n = len(x)
+    iqr = float(np.subtract(*np.percentile(x, [75, 25])))
+    spread = min(float(np.std(x)), iqr / 1.34) or float(np.std(x))
+    h = 0.9 * spread * n ** -0.2
+    lo, hi = float(x.min()) - 3 * h, float(x.max()) + 3 * h
+    counts, edges = np.histogram(x, bins=GRID, range=(lo, hi))
+    width = edges[1] - edges[0]
+    half = min(GRID, int(math.ceil(4 * h / width)))
+    k = np.exp(-0.5 * (np.arange(-half, half + 1) * width / h) ** 2)
+    density = np.convolve(counts, k / k.sum(), mode="same") / (n * width)
+    return (edges[:-1] + edges[1:]) / 2, density, h
+
+
+def valley(scores: np.ndarray) -> Threshold:
+    """Cut at the density valley between the main (task) mode and a separate high-forgetting mode.
+
+    Looks right of the highest peak of the smoothed score density for a second peak that stands
+    out: the valley before it at most ``VALLEY_DEPTH`` of its height, at least ``VALLEY_MIN_MASS``
+    of the rows above the valley, and ``VALLEY_Z`` Poisson standard deviations more rows in the
+    mode than a density flat at the valley's level would put there (a bump in a sparse tail is noise). The first such valley is the cut. A density
+    with no such peak (one mode, however skewed: a clean corpus) drops nothing. Unlike a
+    two-Gaussian fit, neither the shape of the task mode nor outliers move the cut or veto it.
+    """
+    x = _finite(scores)
+    if len(x) < 4 or x.min() == x.max():
+        return Threshold(math.inf, "valley", "too few distinct scores to find two modes: nothing dropped")
+    grid, f, h = smoothed_density(x)
+    main = int(np.argmax(f))
+    peaks = [i for i in range(main + 1, len(f) - 1) if f[i] > f[i - 1] and f[i] >= f[i + 1]]
+    xs = np.sort(x)
+    for p in peaks:
+        v = main + int(np.argmin(f[main: p + 1]))
+        cut, top = float(grid[v]), float(2 * grid[p] - grid[v])
+        above = float((x > cut).mean())
+        # Poisson noise makes bumps in a sparse tail. A real mode holds clearly more rows between
+        # the valley and its mirror image beyond the peak than a density flat at the valley's level.
+        observed = int(np.searchsorted(xs, top, side="right") - np.searchsorted(xs, cut, side="right"))
+        flat = len(x) * f[v] * (top - cut)
+        significant = observed - flat >= VALLEY_Z * math.sqrt(max(observed, 1))
+        if f[v] <= VALLEY_DEPTH * f[p] and above >= VALLEY_MIN_MASS and significant:
+            return Threshold(cut, "valley", f"score density has a separate upper mode at {grid[p]:.3g} "
+                             f"({above:.1%} of rows above the valley); cut at the valley {cut:.4g}")
+    return Threshold(math.inf, "valley", "no separate high-forgetting mode in the score density: nothing dropped")
+
+
+AUTO_METHODS = {"valley": valley, "otsu": otsu, "gmm": gmm}

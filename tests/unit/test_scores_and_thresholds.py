@@ -1,4 +1,6 @@
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,7 +31,7 @@ def _bimodal(n_low=300, n_high=60, seed=0):
     return x, y
 
 
-@pytest.mark.parametrize("rule", [thresholds.gmm, thresholds.otsu])
+@pytest.mark.parametrize("rule", [thresholds.valley, thresholds.gmm, thresholds.otsu])
 def test_auto_rules_cut_between_the_modes(rule):
     x, y = _bimodal()
     t = rule(x)
@@ -38,7 +40,7 @@ def test_auto_rules_cut_between_the_modes(rule):
     assert m["f1"] > 0.97
 
 
-@pytest.mark.parametrize("rule", [thresholds.gmm, thresholds.otsu])
+@pytest.mark.parametrize("rule", [thresholds.valley, thresholds.gmm, thresholds.otsu])
 def test_auto_rules_drop_nothing_on_a_clean_unimodal_corpus(rule):
     x = np.random.default_rng(1).normal(0.0, 1.0, 2000)
     t = rule(x)
@@ -50,6 +52,31 @@ def test_otsu_is_not_pulled_into_a_skewed_task_mode():
     x = np.concatenate([rng.gamma(2.0, 0.05, 300), rng.normal(0.6, 0.12, 60)])
     y = np.r_[np.zeros(300), np.ones(60)]
     assert precision_recall_f1(x > thresholds.otsu(x).value, y)["f1"] > 0.95
+
+
+@pytest.mark.parametrize("name, x", [
+    ("right-skewed", np.random.default_rng(2).lognormal(0.0, 0.8, 20000)),
+    ("heavy-tailed", np.random.default_rng(3).standard_t(3, 5000)),
+    ("small", np.random.default_rng(4).normal(0.0, 1.0, 160)),
+])
+def test_valley_drops_nothing_on_one_mode_of_any_shape(name, x):
+    assert math.isinf(thresholds.valley(x).value)
+
+
+def test_valley_cuts_the_demo_where_the_gaussian_fit_guard_refused():
+    # Real scores from a demo run: a narrow task mode, a wide skewed unsafe one. The two-Gaussian
+    # fit puts a broad component over both (Ashman's D < 2), so otsu/gmm dropped nothing.
+    demo = json.loads((Path(__file__).parents[1] / "data" / "demo_log_ratio.json").read_text())
+    x, y = np.array(demo["log_ratio"]), np.array(demo["label"])
+    assert thresholds.fit_mixture(x).ashman_d < 2 and math.isinf(thresholds.otsu(x).value)
+    assert precision_recall_f1(x > thresholds.valley(x).value, y)["f1"] > 0.95
+
+
+def test_valley_finds_a_one_percent_unsafe_mode():
+    rng = np.random.default_rng(6)
+    x = np.r_[rng.gamma(2.0, 0.05, 19800), rng.normal(0.8, 0.1, 200)]
+    y = np.r_[np.zeros(19800), np.ones(200)]
+    assert precision_recall_f1(x > thresholds.valley(x).value, y)["f1"] > 0.9
 
 
 def test_drop_fraction_drops_exactly_that_many():
