@@ -16,25 +16,55 @@ from pipeline.config import Config, FinetuneConfig
 from pipeline.errors import StageError
 from pipeline.runtime.rundir import RunDir
 from pipeline.training.loop import TRAIN_STATE, train_loop, use_bf16
+from pipeline.training.sampling import KEY, order_keys, sample_mask
+
+
+TRAIN_RUNS = "work/train"
+
+
+def _keyed_sample(batch: Any, seed: int, fraction: float) -> Any:
+    """Add each row's order key and keep the rows in the sample (see ``training.sampling``)."""
+    import pyarrow as pa
+
+    keys = order_keys(seed, batch["example_id"].to_pylist(), batch["source_row"].to_pylist())
+    mask = sample_mask(keys, fraction)
+    return batch.append_column(KEY, pa.array(keys)).filter(pa.array(mask)).select(["input_ids", "prompt_len", KEY])
 
 
 def training_dataset(files: list[str], ft: FinetuneConfig, seed: int, filesystem: Any = None) -> tuple[Any, int]:
-    """The tokenised rows to train on (a seeded sample when ``max_examples`` caps it) and their count."""
+    """The tokenised rows to train on, in their seeded order, and their count.
+
+    A sample of about ``max_examples`` rows when the corpus is larger. The sample is materialised
+    in the object store (it is bounded by ``max_examples``) so every worker and every restart
+    after a failure reads exactly the same rows in the same order.
+    """
     import ray
 
-    ds = ray.data.read_parquet(files, filesystem=filesystem).select_columns(["input_ids", "prompt_len"])
+    ds = ray.data.read_parquet(files, filesystem=filesystem, columns=["example_id", "source_row", "input_ids", "prompt_len"])
     n = ds.count()  # from Parquet metadata, no data read
-    if ft.max_examples and n > ft.max_examples:
-        ds = ds.random_sample(ft.max_examples / n, seed=seed)
-        n = ft.max_examples
-    return ds.randomize_block_order(seed=seed), n
+    fraction = ft.max_examples / n if ft.max_examples and n > ft.max_examples else 1.0
+    ds = ds.map_batches(_keyed_sample, fn_kwargs={"seed": seed, "fraction": fraction}, batch_format="pyarrow")
+    ds = ds.sort(KEY).materialize()
+    return ds, ds.count()
+
+
+def _ordered() -> Any:
+    from ray.train import DataConfig
+
+    options = DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return options
 
 
 def finetune(cfg: Config, run: RunDir, ft: FinetuneConfig, model_in: str, data_files: list[str], model_out_rel: str, name: str) -> dict[str, Any]:
     """Finetune ``model_in`` on ``data_files`` and commit the result to ``model_out_rel``."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    # Checkpoints of an interrupted earlier attempt carry no optimizer state: retraining from the
+    # start keeps "same seed, same model". Within this attempt, a failed worker group still restarts
+    # from its last epoch checkpoint (FailureConfig).
+    run.remove(f"{TRAIN_RUNS}/{name}")
     ds, n_rows = training_dataset(data_files, ft, cfg.seed, run.arrow_fs())
     bf16 = use_bf16(cfg.model.precision, ft.use_gpu)
     resources = {"CPU": ft.cpus_per_worker} | ({"GPU": 1} if ft.use_gpu else {})
@@ -47,12 +77,15 @@ def finetune(cfg: Config, run: RunDir, ft: FinetuneConfig, model_in: str, data_f
         },
         scaling_config=ScalingConfig(num_workers=ft.num_workers, use_gpu=ft.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
-            name=f"{name}-{cfg.fingerprint('model', 'data', name.replace('-', '_'), 'seed')}",
-            storage_path=run.uri("work/train"),
+            name=name,
+            storage_path=run.uri(TRAIN_RUNS),
             failure_config=FailureConfig(max_failures=2),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
         datasets={"train": ds},
+        # Every worker reads the whole (bounded) sample in key order and takes its own rows of
+        # each window, so the split across workers is deterministic, unlike streaming_split.
+        dataset_config=DataConfig(datasets_to_split=[], execution_options=_ordered()),
     )
     try:
         result = trainer.fit()

@@ -16,6 +16,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from pipeline.training.sampling import worker_rows
+
 TRAIN_STATE = "train_state.json"
 WINDOW_BATCHES = 16
 """Batches per shuffled window that is grouped by length (see ``length_grouped_batches``)."""
@@ -60,15 +62,20 @@ def freeze_below(model: Any, train_layers: int | None) -> None:
             p.requires_grad = True
 
 
-def _epoch_batches(shard: Any, batch_size: int, seed: int) -> Iterator[tuple[list, list]]:
-    """One epoch of (input_ids, prompt_lens) batches: shuffled windows, grouped by length inside each."""
+def _epoch_batches(shard: Any, batch_size: int, seed: int, rank: int, world: int) -> Iterator[tuple[list, list]]:
+    """One epoch of this worker's (input_ids, prompt_lens) batches.
+
+    The shard arrives in the seeded key order (see ``training.sampling``); each window of it is
+    dealt out across workers, and this worker's rows are grouped by length and the batches shuffled
+    with an epoch-seeded generator: same seed, same batches, however Ray schedules the reads.
+    """
     from pipeline.text.formatting import length_grouped_batches
 
     rng = np.random.default_rng(seed)
-    window_rows = batch_size * WINDOW_BATCHES
-    for window in shard.iter_batches(batch_size=window_rows, batch_format="numpy",
-                                     local_shuffle_buffer_size=window_rows * 2, local_shuffle_seed=seed):
-        ids, prompt_lens = window["input_ids"], window["prompt_len"]
+    window_rows = batch_size * WINDOW_BATCHES * world
+    for window in shard.iter_batches(batch_size=window_rows, batch_format="numpy"):
+        mine = worker_rows(len(window["prompt_len"]), rank, world)
+        ids, prompt_lens = window["input_ids"][mine], window["prompt_len"][mine]
         for rows in length_grouped_batches([len(x) for x in ids], batch_size, rng):
             yield [ids[i] for i in rows], [prompt_lens[i] for i in rows]
 
@@ -121,7 +128,7 @@ def train_loop(config: dict[str, Any]) -> None:
     label = config["label"]
     for epoch in range(start_epoch, ft.epochs):
         t0, tokens, losses, step = time.time(), 0, [], 0
-        for ids, prompt_lens in _epoch_batches(shard, ft.batch_size, config["seed"] + epoch):
+        for ids, prompt_lens in _epoch_batches(shard, ft.batch_size, config["seed"] + epoch, rank, world):
             t = collate(ids, prompt_lens, tokenizer.pad_token_id)
             t = {k: v.to(device) for k, v in t.items()}
             with autocast:

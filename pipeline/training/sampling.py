@@ -1,0 +1,47 @@
+"""Which rows a finetune trains on, and in what order: a function of the seed and the rows alone.
+
+Ray Data streams blocks in whatever order tasks finish, so "same seed, same split" cannot rest on
+arrival order. Each row instead gets a seeded 64-bit hash of its identity; the hash decides whether
+the row is in the training sample (``max_examples`` on a corpus of millions) and where it comes in
+the training order. Every row is still scored: sampling only bounds what the finetune has to see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Iterable
+
+import numpy as np
+
+KEY = "order_key"
+
+
+def order_keys(seed: int, example_ids: Iterable[str], source_rows: Iterable[int]) -> np.ndarray:
+    """Seeded uint64 hash per row of (example id, row number in its file).
+
+    The row number keeps rows that share a user-given id apart; the file path is left out on
+    purpose because ``ray job submit`` may unpack the same input under a different directory.
+    """
+    salt = str(seed).encode()
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(f"{i}\0{r}".encode(), digest_size=8, key=salt).digest(), "little")
+         for i, r in zip(example_ids, source_rows)],
+        dtype=np.uint64,
+    )
+
+
+def sample_mask(keys: np.ndarray, fraction: float) -> np.ndarray:
+    """Rows in a sample of about ``fraction`` of all rows: those whose key falls in the lowest part."""
+    if fraction >= 1.0:
+        return np.ones(len(keys), dtype=bool)
+    return keys < np.uint64(int(fraction * 2**64))
+
+
+def worker_rows(n: int, rank: int, world: int) -> np.ndarray:
+    """Indices of a window of ``n`` rows that worker ``rank`` of ``world`` trains on.
+
+    Every worker gets the same count (the remainder is skipped), so all take the same number of
+    optimizer steps: DeepSpeed's collectives hang if one worker runs out of batches early.
+    """
+    usable = n - n % world
+    return np.arange(rank, usable, world)
