@@ -1,8 +1,9 @@
 """Runs the stages in order, skipping those already complete, and records each in the manifest.
 
 A stage's fingerprint covers the config sections it reads and the run tokens of the stages it
-consumes, so changing the threshold re-runs only filter and report, while re-training A re-runs
-everything after it. Re-running the same command after a crash resumes at the first stage that
+consumes (and, for ingest, the input files' sizes and modification stamps), so changing the
+threshold re-runs only filter and report, re-training A re-runs everything after it, and new
+data under the same path is ingested again. Re-running the same command after a crash resumes at the first stage that
 did not finish.
 """
 
@@ -47,6 +48,10 @@ def fingerprint(cfg: Config, run: RunDir, stage: Stage) -> str:
     for up in stage.upstream:
         rec = run.stage_record(up)
         tokens.append(rec["token"] if rec else "missing")
+    if stage.name == "ingest":  # the data itself, not only the paths naming it
+        from pipeline.data.sources import input_signature
+
+        tokens += [input_signature(cfg.data.input, cfg.data.format), input_signature(cfg.data.safety, cfg.data.format)]
     return hashlib.sha256((cfg.fingerprint(*stage.sections) + "|" + "|".join(tokens)).encode()).hexdigest()[:16]
 
 
@@ -100,6 +105,7 @@ def run_pipeline(cfg: Config, until: str = "report", force: tuple[str, ...] = ()
     run.fs.makedirs(run.root, exist_ok=True)
     run.write_json("config.resolved.json", cfg.model_dump(mode="json"))
     last = STAGE_NAMES.index(until)
+    ran = False
     for i, stage in enumerate(STAGES[: last + 1], start=1):
         fp = fingerprint(cfg, run, stage)
         head = f"stage {i}/{last + 1} {stage.name}"
@@ -110,10 +116,17 @@ def run_pipeline(cfg: Config, until: str = "report", force: tuple[str, ...] = ()
             if run.stage_record(up) is None:
                 raise StageError(f"{stage.name}: needs stage '{up}' first")
         log(f"{head}: running")
+        ran = True
+        run.remove(layout.SUCCESS)
         t0 = time.time()
         result = execute(stage.name, cfg, run)
         rec = run.record_stage(stage.name, fp, time.time() - t0, result)
         log(f"{head}: done in {rec['seconds']:.1f}s")
+    if until == "report":
+        if ran or not run.exists(layout.SUCCESS):
+            run.fs.touch(run.path(layout.SUCCESS))
+        else:
+            log(f"run in {cfg.output.dir} already complete: nothing to do")
     if until in ("filter", "report"):
         r = run.stage_record("filter")["result"]
         t = r["threshold"]

@@ -9,6 +9,7 @@ schedules the pieces in parallel (see ``pipeline.stages.ingest``).
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import posixpath
@@ -170,3 +171,19 @@ def read_piece(piece: Piece) -> Iterator[list[RowOrError]]:
     except (pa.ArrowException, OSError, ValueError) as err:
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise InputError(piece.url, f"cannot read as {piece.format}: {detail}") from None
+
+
+def input_signature(paths: list[str], fmt: str = "auto") -> str:
+    """A digest of what the inputs hold now: every resolved file's URL, size and modification stamp.
+
+    Part of the ingest stage's fingerprint, so new data under the same path (a nightly drop that
+    overwrote yesterday's files) is ingested again instead of reusing the old result.
+    """
+    h = hashlib.sha256()
+    for piece in resolve(paths, fmt):
+        fs, path = fsspec.core.url_to_fs(piece.url)
+        info = fs.info(path)
+        stamp = next((info[k] for k in ("mtime", "LastModified", "ETag", "etag", "md5Hash", "created") if k in info), "")
+        h.update(f"{piece.url}\0{info.get('size')}\0{stamp}\n".encode())
+    return h.hexdigest()[:16]
+

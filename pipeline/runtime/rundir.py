@@ -32,6 +32,8 @@ DROPPED = "dropped"
 REJECTED = "rejected"
 REPORT = "report"
 MANIFEST = "manifest.json"
+SUCCESS = "_SUCCESS"
+"""Written when every stage is complete, for schedulers and downstream jobs that wait on it."""
 
 
 @dataclass
