@@ -13,7 +13,7 @@ import sys
 import traceback
 
 from pipeline.config import Config, load_config, reference_yaml
-from pipeline.errors import ForgetFilterError
+from pipeline.errors import ConfigError, ForgetFilterError
 from pipeline.runner import STAGE_NAMES, log, run_pipeline
 
 
@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--safety", action="append", metavar="PATH", help="safety set (repeatable); sets data.safety")
     common.add_argument("--output", metavar="DIR", help="output directory; sets output.dir")
     common.add_argument("--model", metavar="NAME_OR_PATH", help="base model; sets model.name_or_path")
-    common.add_argument("--date", help="value of {date} in paths (default: today, UTC)")
+    common.add_argument("--date", help="value of {date} in paths: YYYY-MM-DD, today or yesterday (UTC; default today)")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     sub.add_parser("run", parents=[common], help="run every stage, skipping those already complete")
     for name in STAGE_NAMES:
@@ -50,8 +50,23 @@ def _config(args: argparse.Namespace) -> Config:
     if args.model:
         overrides.append(f"model.name_or_path={_yaml_str(args.model)}")
     cfg = load_config(args.config, overrides)
-    date = args.date or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
-    return with_date(cfg, date)
+    return with_date(cfg, run_date(args.date))
+
+
+def run_date(value: str | None, now: dt.datetime | None = None) -> str:
+    """``{date}``: an ISO date, or ``today`` / ``yesterday`` (UTC, the default today).
+
+    Anything else is refused: the value becomes part of input and output paths.
+    """
+    today = (now or dt.datetime.now(dt.timezone.utc)).date()
+    if value in (None, "today"):
+        return today.isoformat()
+    if value == "yesterday":
+        return (today - dt.timedelta(days=1)).isoformat()
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise ConfigError(f"--date: {value!r} is not YYYY-MM-DD, today or yesterday") from None
 
 
 def _yaml_str(s: str) -> str:

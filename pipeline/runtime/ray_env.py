@@ -28,18 +28,20 @@ def init_ray(cfg: RayConfig) -> None:
     for k, v in WORKER_ENV.items():
         os.environ.setdefault(k, v)
     address = cfg.address or os.environ.get("RAY_ADDRESS")
-    runtime_env = {"env_vars": dict(WORKER_ENV)}
     if address:
-        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
+        # On a cluster the job's runtime env (jobs/runtime_env.yaml) sets the workers' environment;
+        # passing one here as well would conflict with it.
+        ray.init(address=address, logging_level=logging.WARNING)
     else:
         # A private single-node Ray: token auth guards nothing here and needs extra setup, so it
         # is off unless the user set it; the dashboard would only listen on loopback anyway.
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(
+            address="local",  # never attach to a `ray start` head by accident; ray.address: auto does that
             num_cpus=cfg.num_cpus or max(os.cpu_count() or 1, 4),
             include_dashboard=False,
             dashboard_host="127.0.0.1",
-            runtime_env=runtime_env,
+            runtime_env={"env_vars": dict(WORKER_ENV)},
             logging_level=logging.WARNING,
         )
     ctx = ray.data.DataContext.get_current()
