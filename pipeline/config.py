@@ -130,13 +130,22 @@ class FilterConfig(Section):
 
 class OutputConfig(Section):
     dir: str = Field("", description="Output directory or fsspec URL; `{date}` is replaced by the run date.")
-    rows_per_file: int = Field(100_000, gt=0, description="Target rows per output Parquet shard.")
+    rows_per_file: int = Field(
+        100_000, gt=0, description="Rows per output Parquet shard (kept, dropped, rejected, scores): few large "
+        "files rather than one per block."
+    )
     compression: Literal["zstd", "snappy", "gzip", "none"] = Field("zstd", description="Parquet compression.")
 
     @property
     def parquet_compression(self) -> str | None:
         """The value pyarrow and Ray Data expect (None for no compression)."""
         return None if self.compression == "none" else self.compression
+
+    @property
+    def shard_options(self) -> dict[str, Any]:
+        """``Dataset.write_parquet`` options: shards of ``rows_per_file`` rows (the last of a task fewer)."""
+        return {"min_rows_per_file": self.rows_per_file, "max_rows_per_file": self.rows_per_file,
+                "compression": self.parquet_compression}
 
 
 class RayConfig(Section):

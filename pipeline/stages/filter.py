@@ -68,8 +68,7 @@ def run_filter(cfg: Config, run: RunDir, input_rows: int) -> dict[str, Any]:
         tmp = run.staging(rel)
         ds = ray.data.read_parquet(parquet_files(run, layout.SCORES), filesystem=run.arrow_fs())
         ds.map_batches(_side(value, keep), batch_format="pyarrow", batch_size=None).write_parquet(
-            run.path(tmp), filesystem=run.arrow_fs(), min_rows_per_file=cfg.output.rows_per_file,
-            compression=cfg.output.parquet_compression,
+            run.path(tmp), filesystem=run.arrow_fs(), **cfg.output.shard_options
         )
         counts[rel] = count_rows(run, tmp)
         run.commit(tmp, rel)

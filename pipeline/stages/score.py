@@ -53,8 +53,7 @@ def run_score(cfg: Config, run: RunDir) -> dict[str, Any]:
         num_cpus=sc.cpus_per_actor,
         num_gpus=sc.gpus_per_actor or None,
     )
-    scored.write_parquet(run.path(tmp), filesystem=run.arrow_fs(), min_rows_per_file=cfg.output.rows_per_file,
-                         compression=cfg.output.parquet_compression)
+    scored.write_parquet(run.path(tmp), filesystem=run.arrow_fs(), **cfg.output.shard_options)
     expected = count_rows(run, layout.INGEST)
     got = count_rows(run, tmp)
     if got != expected:

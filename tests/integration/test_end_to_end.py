@@ -61,6 +61,14 @@ def test_every_input_row_lands_in_exactly_one_place(finished_run):
         assert "input_ids" not in t.column_names
 
 
+def test_output_shards_hold_at_most_rows_per_file(finished_run):
+    out, _, _ = finished_run
+    for d in ("kept", "dropped", "work/scores"):
+        sizes = [pq.ParquetFile(f).metadata.num_rows for f in (out / d).glob("*.parquet")]
+        assert sizes and max(sizes) <= 40, (d, sizes)  # output.rows_per_file=40
+    assert (out / "_SUCCESS").exists()
+
+
 def test_report_evaluates_the_split_against_the_labels(finished_run):
     # Separation itself is asserted on the real model (test_real_model.py): a tiny model trained from
     # scratch separates in most runs but not all (measured AUROC 0.73-0.99 over repeated runs), since
