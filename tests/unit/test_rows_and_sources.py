@@ -4,9 +4,11 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.config import DataConfig
-from pipeline.data.rows import Usable, check_row, content_id
+from pipeline.data.rows import Usable, as_text, check_row, content_id
 from pipeline.data.sources import read_piece, resolve
 from pipeline.errors import InputError
 
@@ -94,3 +96,23 @@ def test_memory_urls_and_hf_saved_datasets(tmp_path):
     assert {p.format for p in pieces} == {"hf"}
     rows = [r for p in pieces for chunk in read_piece(p) for r in chunk]
     assert [r[1]["prompt"] for r in rows] == ["p1", "p2"]
+
+
+_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(), st.binary(max_size=8),
+    st.lists(st.one_of(st.text(max_size=5), st.integers()), max_size=3),
+    st.lists(st.dictionaries(st.sampled_from(["role", "content", "x"]), st.one_of(st.text(max_size=5), st.none())), max_size=3),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(["prompt", "response", "messages", "label", "id", "other"]), _VALUES))
+def test_any_row_is_usable_or_rejected_with_a_reason_naming_a_column(row):
+    result = check_row(row, CFG)
+    if isinstance(result, Usable):
+        assert result.chat[-1]["role"] == "assistant" and result.chat[-1]["content"].strip()
+        assert result.label in (None, 0, 1) and isinstance(result.example_id, str) and result.example_id
+    else:
+        assert isinstance(result, str) and result.startswith("column '") and "\n" not in result
+    for value in row.values():
+        assert as_text(value) is None or isinstance(as_text(value), str)
