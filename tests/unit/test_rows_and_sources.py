@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from pipeline.config import DataConfig
 from pipeline.data.rows import Usable, as_text, check_row, content_id
-from pipeline.data.sources import read_piece, resolve
+from pipeline.data.sources import input_signature, read_piece, resolve
 from pipeline.errors import InputError
 
 CFG = DataConfig()
@@ -116,3 +116,12 @@ def test_any_row_is_usable_or_rejected_with_a_reason_naming_a_column(row):
         assert isinstance(result, str) and result.startswith("column '") and "\n" not in result
     for value in row.values():
         assert as_text(value) is None or isinstance(as_text(value), str)
+
+
+def test_input_signature_changes_when_the_data_under_a_path_changes(tmp_path):
+    f = tmp_path / "corpus.jsonl"
+    f.write_text('{"prompt": "p", "response": "r"}\n')
+    first = input_signature([str(tmp_path)])
+    assert input_signature([str(tmp_path)]) == first
+    f.write_text('{"prompt": "p", "response": "a new night of data"}\n')
+    assert input_signature([str(tmp_path)]) != first
