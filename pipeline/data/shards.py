@@ -18,6 +18,27 @@ def normalise_types(table: pa.Table) -> pa.Table:
     return table
 
 
+REJECTED_SCHEMA = pa.schema([("source_file", pa.string()), ("source_row", pa.int64()), ("reject_reason", pa.string())])
+"""The columns every rejected row has (its own columns, as text, come beside them)."""
+
+
+def write_empty_shard(fs: fsspec.AbstractFileSystem, directory: str, schema: pa.Schema, compression: str | None) -> str:
+    """Write a zero-row shard carrying ``schema`` into ``directory`` if it has no shard yet.
+
+    A side of the split can be empty (a clean corpus drops nothing). Readers such as
+    ``polars.read_parquet("dropped/*.parquet")`` or ``ray.data.read_parquet`` fail on a directory
+    with no file, so an empty side still gets one file with the right columns.
+    """
+    if fs.glob(posixpath.join(directory, "*.parquet")):
+        return ""
+    final = posixpath.join(directory, "empty-0000.parquet")
+    tmp = posixpath.join(directory, ".empty-0000.parquet.inprogress")
+    with fs.open(tmp, "wb") as f:
+        pq.write_table(schema.empty_table(), f, compression=compression)
+    fs.mv(tmp, final)
+    return final
+
+
 class ShardWriter:
     """Buffers rows and writes ``<prefix>-<k>.parquet`` files of at most ``rows_per_file`` rows.
 

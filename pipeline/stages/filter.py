@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.config import Config, FilterConfig
+from pipeline.data.shards import write_empty_shard
 from pipeline.errors import StageError
 from pipeline.filtering import thresholds
 from pipeline.filtering.thresholds import Threshold
@@ -63,13 +64,18 @@ def run_filter(cfg: Config, run: RunDir, input_rows: int) -> dict[str, Any]:
     scores = read_columns(run, layout.SCORES, ["forgetting"]).column("forgetting").to_numpy(zero_copy_only=False)
     t = choose_threshold(scores, cfg.filter)
     value = t.value if math.isfinite(t.value) else float(np.finfo(np.float64).max)
+    files = parquet_files(run, layout.SCORES)
+    with run.fs.open(files[0], "rb") as fh:
+        schema = pq.read_schema(fh)
+    schema = pa.schema([f for f in schema if f.name not in INTERNAL_COLUMNS])
     counts: dict[str, int] = {}
     for rel, keep in ((layout.KEPT, True), (layout.DROPPED, False)):
         tmp = run.staging(rel)
-        ds = ray.data.read_parquet(parquet_files(run, layout.SCORES), filesystem=run.arrow_fs())
+        ds = ray.data.read_parquet(files, filesystem=run.arrow_fs())
         ds.map_batches(_side(value, keep), batch_format="pyarrow", batch_size=None).write_parquet(
             run.path(tmp), filesystem=run.arrow_fs(), **cfg.output.shard_options
         )
+        write_empty_shard(run.fs, run.path(tmp), schema, cfg.output.parquet_compression)
         counts[rel] = count_rows(run, tmp)
         run.commit(tmp, rel)
     rejected = count_rows(run, layout.REJECTED)

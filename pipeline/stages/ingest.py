@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline.config import Config
 from pipeline.data.rows import Usable, as_text, check_row
-from pipeline.data.shards import ShardWriter
+from pipeline.data.shards import REJECTED_SCHEMA, ShardWriter, write_empty_shard
 from pipeline.data.sources import Piece, read_piece, resolve
 from pipeline.errors import InputError, StageError
 from pipeline.models.loading import load_tokenizer, resolve_model
@@ -135,6 +135,7 @@ def ingest_set(cfg: Config, run: RunDir, paths: list[str], valid_rel: str, rejec
     if totals["valid"] == 0:
         first = paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"
         raise InputError(first, f"data.{what} has no usable row ({totals['rows']} read, {totals['rejected']} rejected)")
+    write_empty_shard(run.fs, rdir, REJECTED_SCHEMA, cfg.output.parquet_compression)
     run.commit(valid_tmp, valid_rel)
     run.commit(rejected_tmp, rejected_rel)
     totals["files"] = len(pieces)
