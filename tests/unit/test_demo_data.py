@@ -1,0 +1,17 @@
+"""The demo builder is seeded, and rebuilding unchanged data leaves the files (and the ingest fingerprint) alone."""
+
+from __future__ import annotations
+
+import os
+
+from pipeline.demo.build import build
+
+
+def test_rebuilding_the_same_demo_data_keeps_the_files_untouched(tmp_path):
+    paths = build(str(tmp_path), n_task=20, n_unsafe=8, n_safety=8, seed=0)
+    before = {k: (os.stat(p).st_mtime_ns, open(p, "rb").read()) for k, p in paths.items()}
+    assert build(str(tmp_path), n_task=20, n_unsafe=8, n_safety=8, seed=0) == paths
+    assert {k: (os.stat(p).st_mtime_ns, open(p, "rb").read()) for k, p in paths.items()} == before
+    build(str(tmp_path), n_task=20, n_unsafe=8, n_safety=8, seed=1)
+    assert open(paths["corpus"], "rb").read() != before["corpus"][1]
+    assert not list(tmp_path.glob("*.tmp"))
