@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from pipeline.config import Config
-from pipeline.errors import StageError
+from pipeline.errors import ConfigError, StageError
 from pipeline.runtime import rundir as layout
 from pipeline.runtime.rundir import RunDir
 
@@ -102,8 +102,11 @@ def run_pipeline(cfg: Config, until: str = "report", force: tuple[str, ...] = ()
     """Run every stage up to ``until``; stages in ``force`` run even when complete."""
     run = RunDir(cfg.output.dir)
     cfg = absolute_paths(cfg)
-    run.fs.makedirs(run.root, exist_ok=True)
-    run.write_json("config.resolved.json", cfg.model_dump(mode="json"))
+    try:  # before any Ray work: an unwritable output should fail in a second, not after the finetune
+        run.fs.makedirs(run.root, exist_ok=True)
+        run.write_json("config.resolved.json", cfg.model_dump(mode="json"))
+    except OSError as err:
+        raise ConfigError(f"output.dir {cfg.output.dir}: cannot write there ({err.strerror or err})") from None
     last = STAGE_NAMES.index(until)
     ran = False
     for i, stage in enumerate(STAGES[: last + 1], start=1):

@@ -4,7 +4,8 @@ Input files are spread over a Ray Data actor pool (each actor loads the tokenize
 actor streams its files chunk by chunk and writes its own shards, so the driver only ever holds
 per-file counts. Usable rows keep every input column plus ``example_id``, ``source_file``,
 ``source_row`` and the tokens (``input_ids``, ``prompt_len``) that training and scoring reuse;
-unusable rows go to the rejected directory with a ``reject_reason``.
+unusable rows go to the rejected directory with a ``reject_reason``. A second pass over the staged
+shards moves every later duplicate of an ``example_id`` to rejected as well (data/duplicates.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import Config
+from pipeline.data.duplicates import reject_duplicates
 from pipeline.data.rows import Usable, as_text, check_row
 from pipeline.data.shards import REJECTED_SCHEMA, ShardWriter, write_empty_shard
 from pipeline.data.sources import Piece, read_piece, resolve
@@ -130,6 +132,11 @@ def ingest_set(cfg: Config, run: RunDir, paths: list[str], valid_rel: str, rejec
     if errors:
         raise InputError(*errors[0][1].split(": ", 1)) if ": " in errors[0][1] else StageError(errors[0][1])
     totals = {k: int(sum(r[k] for r in results)) for k in ("rows", "valid", "rejected")}
+    dups = reject_duplicates(run.fs, vdir, rdir, {p.url: i for i, p in enumerate(pieces)}, cfg.data.id_column,
+                             INTERNAL_COLUMNS, cfg.output.rows_per_file, cfg.output.parquet_compression)
+    totals["valid"] -= dups
+    totals["rejected"] += dups
+    totals["duplicates"] = dups
     if totals["rows"] != totals["valid"] + totals["rejected"]:
         raise StageError(f"ingest of {what}: {totals['rows']} rows read but {totals['valid']} + {totals['rejected']} written")
     if totals["valid"] == 0:
