@@ -103,4 +103,5 @@ def finetune(cfg: Config, run: RunDir, ft: FinetuneConfig, model_in: str, data_f
     if run.local:  # the exported model is the result; Ray Train's copy only served restarts
         shutil.rmtree(result.path, ignore_errors=True)
     return {"rows": n_rows, "bf16": bf16, "final_loss": result.metrics.get("loss"),
-            "tokens_per_s": result.metrics.get("tokens_per_s")}
+            "tokens_per_s": result.metrics.get("tokens_per_s"),
+            "restored_from_epoch": result.metrics.get("restored_from_epoch", 0)}

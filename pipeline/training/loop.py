@@ -106,6 +106,8 @@ def train_loop(config: dict[str, Any]) -> None:
             model = load_model(d, config["trust_remote_code"])
             tokenizer = load_tokenizer(d, config["trust_remote_code"])
             start_epoch = json.load(open(os.path.join(d, TRAIN_STATE)))["epochs_done"]
+        if rank == 0:
+            print(f"[{config['label']}] restarted: resuming from the checkpoint after epoch {start_epoch}", flush=True)
     else:
         model = load_model(model_dir, config["trust_remote_code"])
         tokenizer = load_tokenizer(model_dir, config["trust_remote_code"])
@@ -145,7 +147,7 @@ def train_loop(config: dict[str, Any]) -> None:
                       f"{tokens / (time.time() - t0):.0f} tok/s", flush=True)
         state_dict = _consolidated_state_dict(engine, ft.zero_stage)
         metrics = {"epoch": epoch + 1, "loss": sum(losses) / max(1, len(losses)), "seconds": time.time() - t0,
-                   "tokens_per_s": tokens / max(1e-9, time.time() - t0)}
+                   "tokens_per_s": tokens / max(1e-9, time.time() - t0), "restored_from_epoch": start_epoch}
         with tempfile.TemporaryDirectory() as d:
             ckpt = None
             if rank == 0:
