@@ -15,6 +15,7 @@ import traceback
 from pipeline.config import Config, load_config, reference_yaml
 from pipeline.errors import ConfigError, ForgetFilterError
 from pipeline.runner import STAGE_NAMES, log, run_pipeline
+from pipeline.runtime.redact import redact
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     except ForgetFilterError as err:
         if args.debug:
             traceback.print_exc()
-        print(f"forgetfilter: error: {err}", file=sys.stderr)
+        print(f"forgetfilter: error: {redact(str(err))}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("forgetfilter: interrupted; re-run the same command to resume", file=sys.stderr)
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug or os.environ.get("FORGETFILTER_DEBUG"):
             traceback.print_exc()
         first = str(err).splitlines()[0] if str(err) else ""
-        print(f"forgetfilter: error: {type(err).__name__}: {first} (re-run with --debug for the traceback)", file=sys.stderr)
+        print(f"forgetfilter: error: {type(err).__name__}: {redact(first)} (re-run with --debug for the traceback)", file=sys.stderr)
         return 1
 
 

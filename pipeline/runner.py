@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from pipeline.config import Config
 from pipeline.errors import ConfigError, StageError
+from pipeline.runtime.redact import redact
 from pipeline.runtime import rundir as layout
 from pipeline.runtime.rundir import RunDir
 
@@ -40,7 +41,7 @@ STAGE_NAMES = tuple(s.name for s in STAGES)
 
 
 def log(msg: str) -> None:
-    print(f"[forgetfilter] {msg}", flush=True)
+    print(f"[forgetfilter] {redact(msg)}", flush=True)
 
 
 def fingerprint(cfg: Config, run: RunDir, stage: Stage) -> str:

@@ -19,6 +19,7 @@ import fsspec
 import pyarrow.fs as pafs
 
 from pipeline.errors import ConfigError
+from pipeline.runtime.redact import redact
 
 # Layout, relative to the output root.
 INGEST = "work/ingest"
@@ -86,7 +87,7 @@ class RunDir:
         tmp = f"{rel}.tmp-{uuid.uuid4().hex[:8]}"
         self.fs.makedirs(posixpath.dirname(self.path(rel)) or "/", exist_ok=True)
         with self.fs.open(self.path(tmp), "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=str)
+            f.write(redact(json.dumps(obj, indent=2, sort_keys=True, default=str)))
         self.fs.mv(self.path(tmp), self.path(rel))
 
     def read_json(self, rel: str) -> Any:

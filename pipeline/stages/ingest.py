@@ -22,6 +22,7 @@ from pipeline.data.sources import Piece, read_piece, resolve
 from pipeline.errors import InputError, StageError
 from pipeline.models.loading import load_tokenizer, resolve_model
 from pipeline.runtime import rundir as layout
+from pipeline.runtime.redact import redact
 from pipeline.runtime.rundir import RunDir
 from pipeline.text.formatting import encode_batch
 
@@ -41,7 +42,7 @@ def ingest_piece(
 
     def reject(row: dict[str, Any] | None, n: int, reason: str) -> dict[str, Any]:
         out = {k: as_text(v) for k, v in (row or {}).items()}
-        out.update(source_file=piece.url, source_row=n, reject_reason=reason)
+        out.update(source_file=redact(piece.url), source_row=n, reject_reason=reason)
         return out
 
     for chunk in read_piece(piece):
@@ -66,7 +67,7 @@ def ingest_piece(
             out = dict(row)
             out[d.label_column] = u.label
             out.update(
-                example_id=u.example_id, source_file=piece.url, source_row=n,
+                example_id=u.example_id, source_file=redact(piece.url), source_row=n,
                 input_ids=np.asarray(enc.input_ids, dtype=np.int32), prompt_len=enc.prompt_len,
             )
             good.append(out)
@@ -132,7 +133,7 @@ def ingest_set(cfg: Config, run: RunDir, paths: list[str], valid_rel: str, rejec
     if errors:
         raise InputError(*errors[0][1].split(": ", 1)) if ": " in errors[0][1] else StageError(errors[0][1])
     totals = {k: int(sum(r[k] for r in results)) for k in ("rows", "valid", "rejected")}
-    dups = reject_duplicates(run.fs, vdir, rdir, {p.url: i for i, p in enumerate(pieces)}, cfg.data.id_column,
+    dups = reject_duplicates(run.fs, vdir, rdir, {redact(p.url): i for i, p in enumerate(pieces)}, cfg.data.id_column,
                              INTERNAL_COLUMNS, cfg.output.rows_per_file, cfg.output.parquet_compression)
     totals["valid"] -= dups
     totals["rejected"] += dups

@@ -13,6 +13,7 @@ from pipeline.config import Config
 from pipeline.reporting.metrics import auroc, precision_recall_f1
 from pipeline.reporting.plots import score_histogram
 from pipeline.runtime import rundir as layout
+from pipeline.runtime.redact import redact
 from pipeline.runtime.rundir import RunDir
 from pipeline.scoring.scores import SCORES
 from pipeline.stages.filter import read_columns
@@ -115,7 +116,7 @@ def run_report(cfg: Config, run: RunDir, filter_result: dict[str, Any], stage_se
     tmp = run.staging(layout.REPORT)
     run.write_json(f"{tmp}/summary.json", summary)
     with run.fs.open(run.path(f"{tmp}/report.md"), "w") as f:
-        f.write(_md(summary))
+        f.write(redact(_md(summary)))
     with tempfile.TemporaryDirectory() as d:
         png = os.path.join(d, HIST)
         score_histogram(png, scores, _labels(table, cfg.data.label_column), filter_result["threshold"]["value"],

@@ -1,11 +1,15 @@
-"""Safe by default: no code from the model dir or the config is ever executed, local Ray stays on loopback."""
+"""Safe by default: no code from the model dir or the config is ever executed, local Ray stays on loopback,
+credentials in URLs never reach logs or run metadata."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
 from pipeline.config import Config, RayConfig, parse_override
 from pipeline.errors import ConfigError
+from pipeline.runtime.redact import redact
 
 
 class _Payload:
@@ -67,3 +71,25 @@ def test_embedded_ray_listens_on_loopback_only(monkeypatch):
     assert seen["include_dashboard"] is False
     # workers get exactly these variables, nothing copied from the caller's environment (no secrets)
     assert seen["runtime_env"] == {"env_vars": ray_env.WORKER_ENV} and os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("https://alice:pw123@host/d/x.jsonl", "https://alice:***@host/d/x.jsonl"),
+    ("s3://bucket/x.parquet?X-Amz-Signature=abc123&X-Amz-Credential=AKIA1&part=2",
+     "s3://bucket/x.parquet?X-Amz-Signature=***&X-Amz-Credential=***&part=2"),
+    ("abfs://c/x.csv?sv=2024&sig=zzz", "abfs://c/x.csv?sv=2024&sig=***"),
+    ("error in /data/x.jsonl, row 3: column 'prompt': missing", "error in /data/x.jsonl, row 3: column 'prompt': missing"),
+])
+def test_credentials_in_urls_are_redacted(url, shown):
+    assert redact(url) == shown
+
+
+def test_credentials_never_reach_the_error_line_or_the_run_metadata(tmp_path):
+    secret_url = "https://alice:S3CRETpw@127.0.0.1:9/x.jsonl?token=S3CRETtok"
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "pipeline", "run", "--input", secret_url, "--safety", secret_url,
+                        "--output", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "forgetfilter: error:" in r.stderr
+    assert "S3CRET" not in r.stdout + r.stderr
+    resolved = (out / "config.resolved.json").read_text()
+    assert "alice:***@127.0.0.1" in resolved and "S3CRET" not in resolved
