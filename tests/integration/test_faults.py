@@ -86,10 +86,12 @@ def reference(corpus):
 def test_a_killed_training_worker_resumes_from_its_last_epoch_checkpoint(corpus):
     root, args = corpus
     out = root / "train_kill"
-    # Epochs of 800 rows take seconds: shortly after the first epoch's checkpoint appears, the
-    # worker is inside epoch 2 of 3.
+    # Kill once Ray Train's controller has registered the first epoch's checkpoint (it then writes
+    # its snapshot file; a checkpoint directory alone may not be registered yet). Epochs of 800
+    # rows take seconds, so the worker is inside epoch 2 of 3.
     longer = ["--set", "noisy_finetune.max_examples=800"]
-    killer = Killer("RayTrainWorker", lambda: len(list((out / "work" / "train" / "noisy-finetune").glob("checkpoint*"))), delay=0.3)
+    snapshot = out / "work" / "train" / "noisy-finetune" / "checkpoint_manager_snapshot.json"
+    killer = Killer("RayTrainWorker", lambda: int(snapshot.exists() and "checkpoint_" in snapshot.read_text()), delay=0.3)
     killer.start()
     try:
         assert main(["run", *args, *longer, "--output", str(out)]) == 0
