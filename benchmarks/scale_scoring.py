@@ -65,24 +65,29 @@ class MemorySampler(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.driver = self.worker_rss = self.worker_private = self.workers_private = 0
+        self.peak_process = ""
         self._done = threading.Event()
 
     def run(self) -> None:
         me = psutil.Process()
         while not self._done.is_set():
             self.driver = max(self.driver, me.memory_info().rss)
-            rss, private = [], []
+            rss, private, names = [], [], []
             for p in me.children(recursive=True):  # this driver's own Ray: raylet -> workers
                 try:
-                    if (p.cmdline() or [""])[0].startswith("ray::"):
+                    name = (p.cmdline() or [""])[0]
+                    if name.startswith("ray::"):
                         m = p.memory_info()
                         rss.append(m.rss)
                         private.append(m.rss - m.shared)
+                        names.append(name)
                 except (psutil.Error, IndexError):
                     continue
             if rss:
                 self.worker_rss = max(self.worker_rss, max(rss))
-                self.worker_private = max(self.worker_private, max(private))
+                if max(private) > self.worker_private:
+                    self.worker_private = max(private)
+                    self.peak_process = names[private.index(max(private))]
                 self.workers_private = max(self.workers_private, sum(private))
             time.sleep(0.5)
 
@@ -109,7 +114,7 @@ def bench(n_rows: int, model: str, cfg: Config) -> dict:
         return {"rows": n_rows, "seconds": round(seconds, 1), "rows_per_s": round(n_rows / seconds),
                 "output_files": len(files), "peak_driver_rss_mib": sampler.driver >> 20,
                 "peak_worker_rss_mib": sampler.worker_rss >> 20, "peak_worker_private_mib": sampler.worker_private >> 20,
-                "peak_all_workers_private_mib": sampler.workers_private >> 20}
+                "peak_all_workers_private_mib": sampler.workers_private >> 20, "peak_private_process": sampler.peak_process}
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
