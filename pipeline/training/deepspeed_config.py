@@ -1,4 +1,5 @@
-"""The DeepSpeed config for a finetune: a pure function of the finetune settings and the hardware."""
+"""The DeepSpeed config for a finetune (a pure function of the finetune settings and the hardware),
+and the one DeepSpeed default we switch off before ``deepspeed.initialize``."""
 
 from __future__ import annotations
 
@@ -37,3 +38,22 @@ def warmup_linear(step: int, total_steps: int, warmup_ratio: float) -> float:
         return (step + 1) / warmup
     remaining = max(1, total_steps - warmup)
     return max(0.1, 1.0 - 0.9 * (step - warmup) / remaining)
+
+
+# DeepSpeed's name for its CPU shared-memory all-reduce kernel (ShareMemCommBuilder.NAME).
+SHM_COMM_OP = "deepspeed_shm_comm"
+
+
+def skip_cpu_shm_comm_build() -> None:
+    """Stop ``deepspeed.initialize`` from JIT-compiling the CPU shared-memory all-reduce kernel.
+
+    On the CPU accelerator every first init compiles it (about 2 minutes on 2 cores) under a lock
+    file in ~/.cache/torch_extensions. A worker killed mid-compile (a stopped job, a preempted node,
+    a restarted worker group) leaves that lock behind and every later finetune on the machine waits
+    on it forever. The kernel only serves ``inference_all_reduce`` (tensor-parallel inference);
+    training all-reduces go through torch.distributed either way, so we lose nothing. DeepSpeed
+    caches its probe of compatible ops in one module-level dict that it reads before building.
+    """
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__[SHM_COMM_OP] = False

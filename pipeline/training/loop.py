@@ -90,7 +90,7 @@ def train_loop(config: dict[str, Any]) -> None:
     from pipeline.models.loading import load_model, load_tokenizer, resolve_model
     from pipeline.scoring.losses import batch_mean_nll
     from pipeline.text.formatting import collate
-    from pipeline.training.deepspeed_config import deepspeed_config, warmup_linear
+    from pipeline.training.deepspeed_config import deepspeed_config, skip_cpu_shm_comm_build, warmup_linear
 
     ft = FinetuneConfig.model_validate(config["finetune"])
     ctx = ray.train.get_context()
@@ -120,6 +120,7 @@ def train_loop(config: dict[str, Any]) -> None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_linear(s + start_epoch * steps_per_epoch, total_steps, ft.warmup_ratio)
     )
+    skip_cpu_shm_comm_build()
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(ft, bf16, world)
     )
