@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline.runtime.memory import release_free_heap
 from pipeline.scoring.losses import per_example_mean_nll
 from pipeline.scoring.rouge import rouge_drop
 from pipeline.scoring.scores import compute_scores
@@ -90,4 +91,6 @@ class PairScorer:
         cols["forgetting"] = cols[f"score_{self.method}"]
         for name, values in cols.items():
             batch = batch.append_column(name, pa.array(values))
+        # Without this the actor's memory grows with the corpus (freed batches stay in glibc's heap).
+        release_free_heap()
         return batch
