@@ -66,6 +66,7 @@ class MemorySampler(threading.Thread):
         super().__init__(daemon=True)
         self.driver = self.worker_rss = self.worker_private = self.workers_private = 0
         self.peak_process = ""
+        self.by_process: dict[str, int] = {}  # peak private memory per kind of worker (its process title)
         self._done = threading.Event()
 
     def run(self) -> None:
@@ -81,6 +82,7 @@ class MemorySampler(threading.Thread):
                         rss.append(m.rss)
                         private.append(m.rss - m.shared)
                         names.append(name)
+                        self.by_process[name] = max(self.by_process.get(name, 0), m.rss - m.shared)
                 except (psutil.Error, IndexError):
                     continue
             if rss:
@@ -114,7 +116,8 @@ def bench(n_rows: int, model: str, cfg: Config) -> dict:
         return {"rows": n_rows, "seconds": round(seconds, 1), "rows_per_s": round(n_rows / seconds),
                 "output_files": len(files), "peak_driver_rss_mib": sampler.driver >> 20,
                 "peak_worker_rss_mib": sampler.worker_rss >> 20, "peak_worker_private_mib": sampler.worker_private >> 20,
-                "peak_all_workers_private_mib": sampler.workers_private >> 20, "peak_private_process": sampler.peak_process}
+                "peak_all_workers_private_mib": sampler.workers_private >> 20, "peak_private_process": sampler.peak_process,
+                "peak_private_mib_by_process": {k: v >> 20 for k, v in sorted(sampler.by_process.items())}}
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -18,10 +18,10 @@ WORKER_ENV = {
     "MALLOC_ARENA_MAX": "2",
 }
 """Environment for every worker: no hub access at run time, no tokenizer thread oversubscription,
-and at most two glibc malloc arenas. Ray Data runs a scoring actor's batches on several threads;
-with glibc's default of one arena per thread (up to 8 x cores) freed memory fragments across
-arenas and the actor's private memory grew with the corpus (6.3 GiB after 1M rows); with two it
-stays flat (benchmarks/RESULTS.md, "Scale")."""
+and at most two glibc malloc arenas. A Ray worker's native threads otherwise each get an arena
+(up to 8 x cores) and keep freed memory in all of them: the scoring actor peaked at 3.2 GiB after
+300k rows by default, 1.3 GiB with two arenas. The rest of its growth was freed memory kept in the
+heap, which the actor hands back after each batch (pipeline/runtime/memory.py; RESULTS.md, "Scale")."""
 
 
 def init_ray(cfg: RayConfig) -> None:
