@@ -64,16 +64,25 @@ class MemorySampler(threading.Thread):
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.driver = self.worker_rss = self.worker_private = self.workers_private = 0
-        self.peak_process = ""
+        self.driver = self.worker_rss = self.workers_private = 0
         self.by_process: dict[str, int] = {}  # peak private memory per kind of worker (its process title)
         self._done = threading.Event()
+
+    @property
+    def worker_private(self) -> int:
+        """The highest private memory any one worker reached."""
+        return max(self.by_process.values(), default=0)
+
+    @property
+    def peak_process(self) -> str:
+        """The process title of the worker that reached it."""
+        return max(self.by_process, key=self.by_process.__getitem__, default="")
 
     def run(self) -> None:
         me = psutil.Process()
         while not self._done.is_set():
             self.driver = max(self.driver, me.memory_info().rss)
-            rss, private, names = [], [], []
+            rss, private = [], []
             for p in me.children(recursive=True):  # this driver's own Ray: raylet -> workers
                 try:
                     name = (p.cmdline() or [""])[0]
@@ -81,15 +90,11 @@ class MemorySampler(threading.Thread):
                         m = p.memory_info()
                         rss.append(m.rss)
                         private.append(m.rss - m.shared)
-                        names.append(name)
                         self.by_process[name] = max(self.by_process.get(name, 0), m.rss - m.shared)
                 except (psutil.Error, IndexError):
                     continue
             if rss:
                 self.worker_rss = max(self.worker_rss, max(rss))
-                if max(private) > self.worker_private:
-                    self.worker_private = max(private)
-                    self.peak_process = names[private.index(max(private))]
                 self.workers_private = max(self.workers_private, sum(private))
             time.sleep(0.5)
 

@@ -3,8 +3,8 @@
 Measured in the scoring actor (benchmarks/RESULTS.md, "Scale"): glibc's heap keeps the memory a
 batch frees. Memory in use stayed at 160-175 MiB over 250 batches while the free-but-kept part
 grew by ~3.4 MiB a batch, so the actor's private memory grew with the corpus (1.4 GiB at 300k
-rows). ``malloc_trim(0)`` after each batch returns those free pages; the actor then stays at
-~440 MiB whatever the corpus size.
+rows). ``malloc_trim(0)`` after each batch returns those free pages; over the same 250 batches the
+actor then stayed at 430-450 MiB.
 """
 
 from __future__ import annotations

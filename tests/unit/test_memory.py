@@ -8,8 +8,6 @@ import sys
 
 import pytest
 
-from pipeline.runtime.memory import release_free_heap
-
 # 128 MiB in 64 KiB blocks (under glibc's mmap threshold, so they come from the heap), one block
 # kept at the top so free() cannot shrink the heap itself: the 128 MiB stays resident until trimmed.
 CHILD = """
@@ -33,4 +31,3 @@ def test_freed_heap_stays_resident_until_released():
     dropped_on_free, dropped_on_release, released = int(out[0]), int(out[1]), out[2]
     assert dropped_on_free < 32, "the heap gave the memory back by itself: the test no longer shows the problem"
     assert dropped_on_release >= 100 and released == "True"
-
