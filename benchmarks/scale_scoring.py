@@ -66,6 +66,9 @@ class MemorySampler(threading.Thread):
         super().__init__(daemon=True)
         self.driver = self.worker_rss = self.workers_private = 0
         self.by_process: dict[str, int] = {}  # peak private memory per kind of worker (its process title)
+        self.actor_cpu: dict[int, float] = {}  # CPU seconds of each scoring actor: are all of them busy?
+        self._cpu_at_first_sight: dict[int, float] = {}  # (an idle actor of the previous size counts ~0)
+        self.trace: list[list[int]] = []  # every 10 s: [second, driver RSS, scoring actors' private, other workers' private] (MiB)
         self._done = threading.Event()
 
     @property
@@ -80,9 +83,11 @@ class MemorySampler(threading.Thread):
 
     def run(self) -> None:
         me = psutil.Process()
+        start = last_trace = time.monotonic()
         while not self._done.is_set():
-            self.driver = max(self.driver, me.memory_info().rss)
-            rss, private = [], []
+            driver = me.memory_info().rss
+            self.driver = max(self.driver, driver)
+            rss, private, actors, others = [], [], [0], [0]
             for p in me.children(recursive=True):  # this driver's own Ray: raylet -> workers
                 try:
                     name = (p.cmdline() or [""])[0]
@@ -91,11 +96,21 @@ class MemorySampler(threading.Thread):
                         rss.append(m.rss)
                         private.append(m.rss - m.shared)
                         self.by_process[name] = max(self.by_process.get(name, 0), m.rss - m.shared)
+                        if "PairScorer" in name:
+                            t = p.cpu_times()
+                            first = self._cpu_at_first_sight.setdefault(p.pid, t.user + t.system)
+                            self.actor_cpu[p.pid] = t.user + t.system - first
+                            actors.append(m.rss - m.shared)
+                        else:
+                            others.append(m.rss - m.shared)
                 except (psutil.Error, IndexError):
                     continue
             if rss:
                 self.worker_rss = max(self.worker_rss, max(rss))
                 self.workers_private = max(self.workers_private, sum(private))
+            if time.monotonic() - last_trace >= 10:
+                last_trace = time.monotonic()
+                self.trace.append([round(last_trace - start), driver >> 20, max(actors) >> 20, max(others) >> 20])
             time.sleep(0.5)
 
     def stop(self) -> None:
@@ -122,7 +137,10 @@ def bench(n_rows: int, model: str, cfg: Config) -> dict:
                 "output_files": len(files), "peak_driver_rss_mib": sampler.driver >> 20,
                 "peak_worker_rss_mib": sampler.worker_rss >> 20, "peak_worker_private_mib": sampler.worker_private >> 20,
                 "peak_all_workers_private_mib": sampler.workers_private >> 20, "peak_private_process": sampler.peak_process,
-                "peak_private_mib_by_process": {k: v >> 20 for k, v in sorted(sampler.by_process.items())}}
+                "peak_private_mib_by_process": {k: v >> 20 for k, v in sorted(sampler.by_process.items())},
+                "scoring_actor_cpu_seconds": sorted(round(v) for v in sampler.actor_cpu.values()),
+                "trace_every_10s": {"columns": ["second", "driver_rss_mib", "max_scoring_actor_private_mib",
+                                                "max_other_worker_private_mib"], "rows": sampler.trace}}
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -110,6 +110,11 @@ class ScoringConfig(Section):
     max_tokens_per_batch: int = Field(
         8192, gt=0, description="Padded tokens per forward pass; bounds activation memory."
     )
+    batches_per_task: int = Field(
+        4, gt=0, description="Batches in one unit of work handed to a scoring actor. The corpus is re-cut into "
+        "blocks of batch_size x this many rows after reading, so rows spread evenly over the actors whatever the "
+        "input shards' size; larger cuts per-task overhead.",
+    )
     num_actors: int = Field(1, gt=0, description="Scoring actors, each holding models A and B.")
     cpus_per_actor: float = Field(1, gt=0, description="CPUs per scoring actor (fractions allowed).")
     gpus_per_actor: float = Field(0, ge=0, description="GPUs per scoring actor (0 on CPU machines).")

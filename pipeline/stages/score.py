@@ -8,7 +8,7 @@ never needs the models again.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 
@@ -20,6 +20,9 @@ from pipeline.scoring.scorer import PairScorer
 from pipeline.stages.ingest import parquet_files
 from pipeline.training.loop import use_bf16
 
+if TYPE_CHECKING:
+    from ray.data import Dataset
+
 
 def count_rows(run: RunDir, rel: str) -> int:
     """Rows in a directory of shards, from Parquet footers only."""
@@ -30,6 +33,18 @@ def count_rows(run: RunDir, rel: str) -> int:
     return total
 
 
+def scoring_input(run: RunDir, files: list[str], rows_per_block: int) -> Dataset:
+    """The ingested shards as a Ray Dataset of blocks of at most ``rows_per_block`` rows.
+
+    A Parquet read yields blocks of up to ``DataContext.target_max_block_size`` (128 MiB: hundreds
+    of thousands of short rows), and Ray Data hands a block to one actor whole. Without the re-cut
+    a 300k-row corpus was scored by one of two actors while the other idled.
+    """
+    import ray
+
+    return ray.data.read_parquet(files, filesystem=run.arrow_fs()).repartition(target_num_rows_per_block=rows_per_block)
+
+
 def run_score(cfg: Config, run: RunDir) -> dict[str, Any]:
     import ray
 
@@ -38,7 +53,7 @@ def run_score(cfg: Config, run: RunDir) -> dict[str, Any]:
     bf16 = use_bf16(cfg.model.precision, use_gpu)
     files = parquet_files(run, layout.INGEST)
     tmp = run.staging(layout.SCORES)
-    ds = ray.data.read_parquet(files, filesystem=run.arrow_fs())
+    ds = scoring_input(run, files, rows_per_block=sc.batch_size * sc.batches_per_task)
     scored = ds.map_batches(
         PairScorer,
         fn_constructor_kwargs={
@@ -53,6 +68,9 @@ def run_score(cfg: Config, run: RunDir) -> dict[str, Any]:
         num_cpus=sc.cpus_per_actor,
         num_gpus=sc.gpus_per_actor or None,
     )
+    # Re-cut into exact rows_per_file blocks so each write task writes one full shard; small
+    # scoring blocks written directly leave one short file per write task (17 files for 10).
+    scored = scored.repartition(target_num_rows_per_block=cfg.output.rows_per_file, strict=True)
     scored.write_parquet(run.path(tmp), filesystem=run.arrow_fs(), **cfg.output.shard_options)
     expected = count_rows(run, layout.INGEST)
     got = count_rows(run, tmp)

@@ -1,0 +1,70 @@
+"""The score stage on a corpus of few, large shards: work is cut finely enough for every actor, and
+the output shards hold exactly ``output.rows_per_file`` rows.
+
+A Parquet read yields blocks of up to 128 MiB, and Ray Data hands a block to one actor whole; a
+300k-row corpus was once scored by one of two actors while the other idled (RESULTS.md, "Scale").
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import Config
+from pipeline.models.tiny import build_tiny_model
+from pipeline.runtime import rundir as layout
+from pipeline.runtime.rundir import RunDir
+from pipeline.stages.ingest import parquet_files
+from pipeline.stages.score import run_score, scoring_input
+
+pytestmark = pytest.mark.slow
+
+ROWS_PER_SHARD, SHARDS = 3000, 2
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> RunDir:
+    """An ingested corpus of two 3000-row shards, and one micro model as both A and B."""
+    root = tmp_path_factory.mktemp("score_stage")
+    run = RunDir(str(root / "run"))
+    run.fs.makedirs(run.path(layout.INGEST), exist_ok=True)
+    rng = np.random.default_rng(0)
+    for k in range(SHARDS):
+        rows = np.arange(k * ROWS_PER_SHARD, (k + 1) * ROWS_PER_SHARD)
+        ids = rng.integers(4, 512, size=(ROWS_PER_SHARD, 12), dtype=np.int32)
+        pq.write_table(pa.table({
+            "example_id": [f"row-{i}" for i in rows],
+            "source_row": rows,
+            "input_ids": pa.FixedSizeListArray.from_arrays(ids.reshape(-1), 12).cast(pa.list_(pa.int32())),
+            "prompt_len": np.full(ROWS_PER_SHARD, 4, dtype=np.int32),
+        }), run.path(f"{layout.INGEST}/part-{k:05d}.parquet"))
+    texts = [f"synthetic text {i}" for i in range(500)]
+    model = build_tiny_model(str(root / "micro"), texts, vocab_size=512, hidden_size=32, num_layers=1)
+    for rel in (layout.MODEL_A, layout.MODEL_B):
+        shutil.copytree(model, run.path(rel))
+    return run
+
+
+def test_scoring_input_is_cut_into_blocks_of_a_few_batches(run, ray_local):
+    ds = scoring_input(run, parquet_files(run, layout.INGEST), rows_per_block=256)
+    sizes = ds.map_batches(lambda t: pa.table({"n": [t.num_rows]}), batch_size=None, batch_format="pyarrow")
+    sizes = sorted(r["n"] for r in sizes.take_all())
+    assert sum(sizes) == SHARDS * ROWS_PER_SHARD
+    assert max(sizes) <= 256
+    assert len(sizes) >= SHARDS * ROWS_PER_SHARD // 256  # not one block per shard
+
+
+def test_scores_every_row_into_shards_of_exactly_rows_per_file(run, ray_local):
+    cfg = Config.model_validate({
+        "scoring": {"batch_size": 64, "batches_per_task": 2, "num_actors": 2, "cpus_per_actor": 0.5},
+        "output": {"rows_per_file": 1000},
+    })
+    assert run_score(cfg, run)["rows"] == SHARDS * ROWS_PER_SHARD
+    counts = sorted(pq.ParquetFile(run.fs.open(f, "rb")).metadata.num_rows for f in parquet_files(run, layout.SCORES))
+    assert counts == [1000] * 6  # without the re-cut before writing: one short file per write task
+    ids = pq.read_table(run.path(layout.SCORES), columns=["example_id"])["example_id"].to_pylist()
+    assert sorted(ids) == sorted(f"row-{i}" for i in range(SHARDS * ROWS_PER_SHARD))
