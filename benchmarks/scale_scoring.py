@@ -1,11 +1,12 @@
-"""Scoring at corpus scale: rows/s and peak driver / worker memory for 10k, 100k and 1M rows.
+"""Scoring at corpus scale: rows/s and peak driver / worker memory for 10k rows to millions.
 
 Writes a synthetic tokenised corpus straight into a run directory's ``work/ingest`` (as the ingest
 stage would), puts one micro Llama in as both model A and model B, and runs the real score stage
 (Ray Data actor pool -> Parquet). A sampler thread records the resident memory of the driver and of
-every Ray worker process. Flat memory across sizes is the claim under test: rows stream through.
+every Ray worker process, each scoring actor's CPU seconds (are all actors busy?) and, every 10 s,
+a memory trace (growth or spikes?). Flat memory across sizes is the claim under test.
 
-    python benchmarks/scale_scoring.py --rows 10000 100000 1000000 --out benchmarks/scale_scoring.json
+    python benchmarks/scale_scoring.py --rows 10000 100000 1000000 3000000 --rows-per-file 10000 --out benchmarks/scale_scoring.json
 """
 
 from __future__ import annotations
