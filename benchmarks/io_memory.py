@@ -1,8 +1,7 @@
 """Memory of Ray Data's pooled task workers (Parquet read, re-cut, write) without the models.
 
 The score stage's data path with a pass-through actor instead of ``PairScorer``: the same input
-shards as ``scale_scoring.py``, ``scoring_input``, a two-actor pool, the exact-size re-cut and
-``write_parquet``. It runs in seconds, so corpus sizes and allocator settings can be compared
+shards as ``scale_scoring.py``, ``scoring_input``, a two-actor pool and ``write_dataset_shards``. It runs in seconds, so corpus sizes and allocator settings can be compared
 quickly. For the peak worker it also lists its largest anonymous mappings: Arrow's mimalloc
 reserves 1 GiB regions, glibc uses ``[heap]`` and 64 MiB arenas, which says whose memory it is.
 
@@ -18,14 +17,13 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import time
 
-import psutil
 import pyarrow as pa
 
-from scale_scoring import write_corpus  # this folder is on sys.path when run as a script
+from scale_scoring import MemorySampler, write_corpus  # this folder is on sys.path when run as a script
 from pipeline.config import Config
+from pipeline.data.shards import write_dataset_shards
 from pipeline.runtime import rundir as layout
 from pipeline.runtime.ray_env import init_ray
 from pipeline.runtime.rundir import RunDir
@@ -63,38 +61,19 @@ def bench(n_rows: int, cfg: Config) -> dict:
     try:
         run = RunDir(root)
         write_corpus(run, n_rows, vocab=512)
-        peak: dict[int, int] = {}
-        titles: dict[int, set[str]] = {}
-        done = threading.Event()
-
-        def sample() -> None:
-            me = psutil.Process()
-            while not done.is_set():
-                for p in me.children(recursive=True):
-                    try:
-                        name = (p.cmdline() or [""])[0]
-                        if name.startswith("ray::"):
-                            m = p.memory_info()
-                            peak[p.pid] = max(peak.get(p.pid, 0), m.rss - m.shared)
-                            titles.setdefault(p.pid, set()).add(name.removeprefix("ray::").split(".")[0])
-                    except (psutil.Error, IndexError):
-                        continue
-                time.sleep(0.5)
-
-        sampler = threading.Thread(target=sample, daemon=True)
+        sampler = MemorySampler()
         sampler.start()
         t0 = time.perf_counter()
         ds = scoring_input(run, parquet_files(run, layout.INGEST), cfg.scoring.batch_size * cfg.scoring.batches_per_task)
         ds = ds.map_batches(PassThrough, batch_size=cfg.scoring.batch_size, batch_format="pyarrow",
                             compute=ray.data.ActorPoolStrategy(size=cfg.scoring.num_actors), num_cpus=cfg.scoring.cpus_per_actor)
-        ds = ds.repartition(target_num_rows_per_block=cfg.output.rows_per_file, strict=True)
-        ds.write_parquet(os.path.join(root, "out"), **cfg.output.shard_options)
+        write_dataset_shards(ds, os.path.join(root, "out"), None, cfg.output)
         seconds = time.perf_counter() - t0
-        done.set()
-        sampler.join()
+        sampler.stop()
+        peak = sampler.by_pid
         top = max(peak, key=peak.__getitem__)
         return {"rows": n_rows, "seconds": round(seconds, 1), "peak_worker_private_mib": peak[top] >> 20,
-                "peak_worker_ran": sorted(titles[top]), "peak_worker_mappings": anon_mappings(top),
+                "peak_worker_ran": sorted(sampler.titles[top]), "peak_worker_mappings": anon_mappings(top),
                 "other_workers_private_mib": sorted((v >> 20 for k, v in peak.items() if k != top), reverse=True)[:4]}
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -67,6 +67,8 @@ class MemorySampler(threading.Thread):
         super().__init__(daemon=True)
         self.driver = self.worker_rss = self.workers_private = 0
         self.by_process: dict[str, int] = {}  # peak private memory per kind of worker (its process title)
+        self.by_pid: dict[int, int] = {}  # peak private memory per worker process
+        self.titles: dict[int, set[str]] = {}  # the tasks each worker process ran (Ray reuses task workers)
         self.actor_cpu: dict[int, float] = {}  # CPU seconds of each scoring actor: are all of them busy?
         self._cpu_at_first_sight: dict[int, float] = {}  # (an idle actor of the previous size counts ~0)
         self.trace: list[list[int]] = []  # every 10 s: [second, driver RSS, scoring actors' private, other workers' private] (MiB)
@@ -97,6 +99,8 @@ class MemorySampler(threading.Thread):
                         rss.append(m.rss)
                         private.append(m.rss - m.shared)
                         self.by_process[name] = max(self.by_process.get(name, 0), m.rss - m.shared)
+                        self.by_pid[p.pid] = max(self.by_pid.get(p.pid, 0), m.rss - m.shared)
+                        self.titles.setdefault(p.pid, set()).add(name.removeprefix("ray::").split(".")[0])
                         if "PairScorer" in name:
                             t = p.cpu_times()
                             first = self._cpu_at_first_sight.setdefault(p.pid, t.user + t.system)

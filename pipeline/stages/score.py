@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.parquet as pq
 
 from pipeline.config import Config
+from pipeline.data.shards import write_dataset_shards
 from pipeline.errors import StageError
 from pipeline.runtime import rundir as layout
 from pipeline.runtime.rundir import RunDir
@@ -68,10 +69,7 @@ def run_score(cfg: Config, run: RunDir) -> dict[str, Any]:
         num_cpus=sc.cpus_per_actor,
         num_gpus=sc.gpus_per_actor or None,
     )
-    # Re-cut into exact rows_per_file blocks so each write task writes one full shard; small
-    # scoring blocks written directly leave one short file per write task (17 files for 10).
-    scored = scored.repartition(target_num_rows_per_block=cfg.output.rows_per_file, strict=True)
-    scored.write_parquet(run.path(tmp), filesystem=run.arrow_fs(), **cfg.output.shard_options)
+    write_dataset_shards(scored, run.path(tmp), run.arrow_fs(), cfg.output)
     expected = count_rows(run, layout.INGEST)
     got = count_rows(run, tmp)
     if got != expected:
