@@ -18,7 +18,6 @@ from pipeline.reporting.metrics import auroc, precision_recall_f1
 from pipeline.runtime import rundir as layout
 from pipeline.runtime.rundir import RunDir
 from pipeline.scoring.scores import SCORES
-from pipeline.stages.filter import read_columns
 
 
 def main() -> None:
@@ -29,7 +28,7 @@ def main() -> None:
     print("| run | score | AUROC | Ashman's D | " + " | ".join(f"F1 {r}" for r in rules) + " | best F1 |")
     print("|---|---|---:|---:|" + "---:|" * len(rules) + "---:|")
     for path in args.runs:
-        t = read_columns(RunDir(path), layout.SCORES, ["label"] + [f"score_{n}" for n in SCORES])
+        t = RunDir(path).read_columns(layout.SCORES, ["label"] + [f"score_{n}" for n in SCORES])
         y = np.asarray(t.column("label").to_pylist()) == 1
         for name in SCORES:
             x = t.column(f"score_{name}").to_numpy()

@@ -27,7 +27,6 @@ from pipeline.data.shards import write_dataset_shards
 from pipeline.runtime import rundir as layout
 from pipeline.runtime.ray_env import init_ray
 from pipeline.runtime.rundir import RunDir
-from pipeline.stages.ingest import parquet_files
 from pipeline.stages.score import scoring_input
 
 MAPPING = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$")
@@ -64,7 +63,7 @@ def bench(n_rows: int, cfg: Config) -> dict:
         sampler = MemorySampler()
         sampler.start()
         t0 = time.perf_counter()
-        ds = scoring_input(run, parquet_files(run, layout.INGEST), cfg.scoring.batch_size * cfg.scoring.batches_per_task)
+        ds = scoring_input(run, run.shards(layout.INGEST), cfg.scoring.batch_size * cfg.scoring.batches_per_task)
         ds = ds.map_batches(PassThrough, batch_size=cfg.scoring.batch_size, batch_format="pyarrow",
                             compute=ray.data.ActorPoolStrategy(size=cfg.scoring.num_actors), num_cpus=cfg.scoring.cpus_per_actor)
         write_dataset_shards(ds, os.path.join(root, "out"), None, cfg.output)

@@ -29,11 +29,10 @@ from pipeline.filtering import thresholds
 from pipeline.reporting.metrics import auroc, precision_recall_f1
 from pipeline.runtime import rundir as layout
 from pipeline.runtime.rundir import RunDir
-from pipeline.stages.filter import read_columns
 
 
 def _rows(run: RunDir) -> pa.Table:
-    return read_columns(run, layout.SCORES, ["input_ids", "prompt_len", "label", "response", "loss_a", "loss_b",
+    return run.read_columns(layout.SCORES, ["input_ids", "prompt_len", "label", "response", "loss_a", "loss_b",
                                               "score_log_ratio", "score_delta", "score_seq_logprob_drop",
                                               "n_response_tokens"])
 

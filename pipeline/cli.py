@@ -1,7 +1,9 @@
 """Command line: ``forgetfilter run`` and one subcommand per stage. The contract is stable.
 
 Errors the user can fix print as one line on stderr (no traceback unless ``--debug``) with exit
-code 2 (config or input) or 3 (a stage failed its checks).
+code 2 (config or input) or 3 (a stage failed its checks). stderr carries that line and nothing
+else: what Ray, DeepSpeed and the workers print goes to stdout with the progress, unless
+``--verbose``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import datetime as dt
 import os
 import sys
 import traceback
+from contextlib import contextmanager
+from typing import Iterator
 
 from pipeline.config import Config, load_config, reference_yaml
 from pipeline.errors import ConfigError, ForgetFilterError
@@ -29,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--output", metavar="DIR", help="output directory; sets output.dir")
     common.add_argument("--model", metavar="NAME_OR_PATH", help="base model; sets model.name_or_path")
     common.add_argument("--date", help="value of {date} in paths: YYYY-MM-DD, today or yesterday (UTC; default today)")
-    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    common.add_argument("--verbose", action="store_true", help="leave Ray's own logs on stderr")
+    common.add_argument("--debug", action="store_true", help="show tracebacks (implies --verbose)")
     sub.add_parser("run", parents=[common], help="run every stage, skipping those already complete")
     for name in STAGE_NAMES:
         sub.add_parser(name, parents=[common], help=f"(re-)run the {name} stage (and any incomplete stage before it)")
@@ -88,6 +93,32 @@ def with_date(cfg: Config, date: str) -> Config:
     return cfg.model_copy(update={"data": data, "output": out})
 
 
+@contextmanager
+def stderr_on_stdout(enabled: bool) -> Iterator[None]:
+    """Send everything written to file descriptor 2 to stdout while the pipeline runs.
+
+    Ray logs from C++ (the core worker), from Python loggers whose handlers hold the original
+    stderr, and from the thread that forwards every worker's output; DeepSpeed and transformers
+    add their own. Only a redirect of the descriptor itself catches all of them, and it keeps them
+    visible as part of the run's progress on stdout. A user or a scheduler reading stderr then finds
+    the run's one-line error and nothing else; the descriptor is restored before that line is printed.
+    """
+    if not enabled:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(1, 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "config":
@@ -101,10 +132,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         cfg = _config(args)
-        if args.command == "run":
-            run = run_pipeline(cfg)
-        else:
-            run = run_pipeline(cfg, until=args.command, force=(args.command,))
+        with stderr_on_stdout(not (args.verbose or args.debug)):
+            try:
+                if args.command == "run":
+                    run = run_pipeline(cfg)
+                else:
+                    run = run_pipeline(cfg, until=args.command, force=(args.command,))
+            finally:
+                from pipeline.runtime.ray_env import shutdown_ray
+
+                shutdown_ray()
         if args.command in ("run", "report"):
             log(f"report: {run.uri('report/report.md')}")
         return 0

@@ -15,7 +15,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pipeline.data.readers import READERS
 from pipeline.errors import ConfigError
+from pipeline.filtering.thresholds import AUTO_METHODS
+from pipeline.scoring.scores import SCORES
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -36,7 +39,7 @@ class DataConfig(Section):
         default_factory=list,
         description="Safety set S (e.g. harmful prompts with refusals), same formats as `input`.",
     )
-    format: Literal["auto", "parquet", "jsonl", "csv", "hf"] = Field(
+    format: Literal[("auto", *READERS)] = Field(  # type: ignore[valid-type]
         "auto", description="File format; `auto` decides by extension (.parquet, .jsonl/.json, .csv) or HF layout."
     )
     prompt_column: str = Field("prompt", description="Column holding the prompt text.")
@@ -101,7 +104,7 @@ class FinetuneConfig(Section):
 
 
 class ScoringConfig(Section):
-    method: Literal["log_ratio", "delta", "seq_logprob_drop", "rouge"] = Field(
+    method: Literal[(*SCORES, "rouge")] = Field(  # type: ignore[valid-type]
         "log_ratio",
         description="Forgetting score used by the filter. All forward-pass scores are always written; "
         "`rouge` also runs the paper's greedy-generation ROUGE-L drop (slow).",
@@ -126,7 +129,7 @@ class FilterConfig(Section):
         "auto", description="How to pick the cut: from the score distribution, a fixed value, or a drop fraction."
     )
     value: float | None = Field(None, description="The threshold (`fixed`) or the fraction to drop (`drop_fraction`).")
-    auto_method: Literal["valley", "otsu", "gmm"] = Field(
+    auto_method: Literal[tuple(AUTO_METHODS)] = Field(  # type: ignore[valid-type]
         "valley", description="`auto` rule. `valley`: cut at the density valley before a separate upper mode of "
         "the scores, nothing if there is none. `otsu` / `gmm`: Otsu's split or the crossing of a two-Gaussian "
         "fit, both only if that fit finds two modes (Ashman's D >= 2)."

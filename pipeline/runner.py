@@ -1,10 +1,13 @@
 """Runs the stages in order, skipping those already complete, and records each in the manifest.
 
-A stage's fingerprint covers the config sections it reads and the run tokens of the stages it
-consumes (and, for ingest, the input files' sizes and modification stamps), so changing the
+Each stage is one row of ``STAGES``: the function that does its work, the config sections it
+reads, and the run-directory paths it reads and writes. A stage's upstream is every stage that
+writes what it reads, and its fingerprint covers its config sections and the run tokens of its
+upstream (and, for ingest, the input files' sizes and modification stamps). So changing the
 threshold re-runs only filter and report, re-training A re-runs everything after it, and new
-data under the same path is ingested again. Re-running the same command after a crash resumes at the first stage that
-did not finish.
+data under the same path is ingested again. A stage is complete when the manifest records it with
+the same fingerprint and everything it writes is still there; re-running the same command after a
+crash resumes at the first stage that is not.
 """
 
 from __future__ import annotations
@@ -16,78 +19,83 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from pipeline.config import Config
-from pipeline.errors import ConfigError, StageError
-from pipeline.runtime.redact import redact
+from pipeline.data.sources import input_signature
+from pipeline.errors import ConfigError
 from pipeline.runtime import rundir as layout
+from pipeline.runtime.redact import redact
 from pipeline.runtime.rundir import RunDir
+from pipeline.stages.filter import run_filter
+from pipeline.stages.finetune import run_finetune, run_safety_tune
+from pipeline.stages.ingest import check_inputs, run_ingest
+from pipeline.stages.report import run_report
+from pipeline.stages.score import run_score
 
 
 @dataclass(frozen=True)
 class Stage:
+    """One step of the pipeline and its contract with the others."""
+
     name: str
+    run: Callable[[Config, RunDir], dict[str, Any]]
     sections: tuple[str, ...]
-    upstream: tuple[str, ...]
+    """Config sections in its fingerprint: changing one of them re-runs the stage."""
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    check: Callable[[Config], None] | None = None
+    """Cheap checks of its inputs, run before Ray starts, so a bad file fails in a second."""
+    signature: Callable[[Config], str] | None = None
+    """A digest of the outside data it reads, for its fingerprint."""
+    uses_ray: bool = True
+
+
+def _input_data(cfg: Config) -> str:
+    return input_signature(cfg.data.input, cfg.data.format) + input_signature(cfg.data.safety, cfg.data.format)
 
 
 STAGES = (
-    Stage("ingest", ("data", "model", "output"), ()),
-    Stage("finetune", ("model", "noisy_finetune", "seed"), ("ingest",)),
-    Stage("safety-tune", ("model", "safety_finetune", "seed"), ("ingest", "finetune")),
-    Stage("score", ("model", "scoring"), ("ingest", "safety-tune")),
-    Stage("filter", ("filter", "output"), ("score",)),
-    Stage("report", ("data",), ("filter",)),
+    Stage("ingest", run_ingest, ("data", "model", "output"), reads=(),
+          writes=(layout.INGEST, layout.SAFETY, layout.REJECTED, layout.SAFETY_REJECTED),
+          check=check_inputs, signature=_input_data),
+    Stage("finetune", run_finetune, ("model", "noisy_finetune", "seed"), reads=(layout.INGEST,), writes=(layout.MODEL_A,)),
+    Stage("safety-tune", run_safety_tune, ("model", "safety_finetune", "seed"), reads=(layout.SAFETY, layout.MODEL_A),
+          writes=(layout.MODEL_B,)),
+    Stage("score", run_score, ("model", "scoring"), reads=(layout.INGEST, layout.MODEL_A, layout.MODEL_B),
+          writes=(layout.SCORES,)),
+    Stage("filter", run_filter, ("filter", "output"), reads=(layout.SCORES, layout.REJECTED),
+          writes=(layout.KEPT, layout.DROPPED)),
+    Stage("report", run_report, ("data",), reads=(layout.KEPT, layout.DROPPED), writes=(layout.REPORT,), uses_ray=False),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def upstream(stage: Stage, stages: tuple[Stage, ...] = STAGES) -> tuple[str, ...]:
+    """The stages that write something ``stage`` reads."""
+    return tuple(s.name for s in stages if set(s.writes) & set(stage.reads))
 
 
 def log(msg: str) -> None:
     print(f"[forgetfilter] {redact(msg)}", flush=True)
 
 
-def fingerprint(cfg: Config, run: RunDir, stage: Stage) -> str:
+def fingerprint(cfg: Config, run: RunDir, stage: Stage, stages: tuple[Stage, ...] = STAGES) -> str:
     tokens = []
-    for up in stage.upstream:
+    for up in upstream(stage, stages):
         rec = run.stage_record(up)
         tokens.append(rec["token"] if rec else "missing")
-    if stage.name == "ingest":  # the data itself, not only the paths naming it
-        from pipeline.data.sources import input_signature
-
-        tokens += [input_signature(cfg.data.input, cfg.data.format), input_signature(cfg.data.safety, cfg.data.format)]
+    if stage.signature:  # the data itself, not only the paths naming it
+        tokens.append(stage.signature(cfg))
     return hashlib.sha256((cfg.fingerprint(*stage.sections) + "|" + "|".join(tokens)).encode()).hexdigest()[:16]
 
 
-def _execute(name: str, cfg: Config, run: RunDir) -> dict[str, Any]:
-    """Run one stage's work (Ray is started lazily by the first stage that needs it)."""
+def execute(stage: Stage, cfg: Config, run: RunDir) -> dict[str, Any]:
+    """Check a stage's inputs, start Ray if it needs Ray (the first such stage starts it), run it."""
     from pipeline.runtime.ray_env import init_ray
 
-    if name != "report":
+    if stage.check:
+        stage.check(cfg)
+    if stage.uses_ray:
         init_ray(cfg.ray)
-    if name == "ingest":
-        from pipeline.stages.ingest import run_ingest
-
-        return run_ingest(cfg, run)
-    if name in ("finetune", "safety-tune"):
-        from pipeline.stages.finetune import finetune
-        from pipeline.stages.ingest import parquet_files
-
-        if name == "finetune":
-            return finetune(cfg, run, cfg.noisy_finetune, cfg.model.name_or_path,
-                            parquet_files(run, layout.INGEST), layout.MODEL_A, "noisy-finetune")
-        return finetune(cfg, run, cfg.safety_finetune, run.uri(layout.MODEL_A),
-                        parquet_files(run, layout.SAFETY), layout.MODEL_B, "safety-finetune")
-    if name == "score":
-        from pipeline.stages.score import run_score
-
-        return run_score(cfg, run)
-    if name == "filter":
-        from pipeline.stages.filter import run_filter
-
-        return run_filter(cfg, run, run.stage_record("ingest")["result"]["corpus"]["rows"])
-    from pipeline.stages.report import run_report
-
-    done = run.manifest()["stages"]
-    seconds = {k: done[k]["seconds"] for k in STAGE_NAMES if k in done}
-    return run_report(cfg, run, run.stage_record("filter")["result"], seconds)
+    return stage.run(cfg, run)
 
 
 def absolute_paths(cfg: Config) -> Config:
@@ -99,7 +107,8 @@ def absolute_paths(cfg: Config) -> Config:
 
 
 def run_pipeline(cfg: Config, until: str = "report", force: tuple[str, ...] = (),
-                 execute: Callable[[str, Config, RunDir], dict[str, Any]] = _execute) -> RunDir:
+                 execute: Callable[[Stage, Config, RunDir], dict[str, Any]] = execute,
+                 stages: tuple[Stage, ...] = STAGES) -> RunDir:
     """Run every stage up to ``until``; stages in ``force`` run even when complete."""
     run = RunDir(cfg.output.dir)
     cfg = absolute_paths(cfg)
@@ -108,30 +117,28 @@ def run_pipeline(cfg: Config, until: str = "report", force: tuple[str, ...] = ()
         run.write_json("config.resolved.json", cfg.model_dump(mode="json"))
     except OSError as err:
         raise ConfigError(f"output.dir {cfg.output.dir}: cannot write there ({err.strerror or err})") from None
-    last = STAGE_NAMES.index(until)
+    last = [s.name for s in stages].index(until)
     ran = False
-    for i, stage in enumerate(STAGES[: last + 1], start=1):
-        fp = fingerprint(cfg, run, stage)
+    for i, stage in enumerate(stages[: last + 1], start=1):
+        fp = fingerprint(cfg, run, stage, stages)
         head = f"stage {i}/{last + 1} {stage.name}"
-        if stage.name not in force and run.stage_done(stage.name, fp):
+        complete = run.stage_done(stage.name, fp) and all(run.exists(w) for w in stage.writes)
+        if stage.name not in force and complete:
             log(f"{head}: complete, skipped")
             continue
-        for up in stage.upstream:
-            if run.stage_record(up) is None:
-                raise StageError(f"{stage.name}: needs stage '{up}' first")
         log(f"{head}: running")
         ran = True
         run.remove(layout.SUCCESS)
         t0 = time.time()
-        result = execute(stage.name, cfg, run)
+        result = execute(stage, cfg, run)
         rec = run.record_stage(stage.name, fp, time.time() - t0, result)
         log(f"{head}: done in {rec['seconds']:.1f}s")
-    if until == "report":
+    if until == stages[-1].name:
         if ran or not run.exists(layout.SUCCESS):
             run.fs.touch(run.path(layout.SUCCESS))
         else:
             log(f"run in {cfg.output.dir} already complete: nothing to do")
-    if until in ("filter", "report"):
+    if "filter" in [s.name for s in stages[: last + 1]]:
         r = run.stage_record("filter")["result"]
         t = r["threshold"]
         log(f"input {r['input']} rows: kept {r['kept']}, dropped {r['dropped']}, rejected {r['rejected']} "

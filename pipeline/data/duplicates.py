@@ -21,10 +21,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import columns as col
 from pipeline.data.rows import as_text
 from pipeline.data.shards import ShardWriter
 
-KEY_COLUMNS = ["example_id", "source_file", "source_row"]
+KEY_COLUMNS = [col.EXAMPLE_ID, col.SOURCE_FILE, col.SOURCE_ROW]
 
 
 def later_duplicates(keys: pl.DataFrame) -> pl.DataFrame:
@@ -34,11 +35,11 @@ def later_duplicates(keys: pl.DataFrame) -> pl.DataFrame:
     position in the resolved input). The result adds ``first_file`` and ``first_row``: where the
     kept occurrence is.
     """
-    ordered = keys.sort(["file_index", "source_row"])
-    first = ordered.unique("example_id", keep="first", maintain_order=True).select(
-        "example_id", first_file="source_file", first_row="source_row"
+    ordered = keys.sort(["file_index", col.SOURCE_ROW])
+    first = ordered.unique(col.EXAMPLE_ID, keep="first", maintain_order=True).select(
+        col.EXAMPLE_ID, first_file=col.SOURCE_FILE, first_row=col.SOURCE_ROW
     )
-    return ordered.filter(~pl.col("example_id").is_first_distinct()).join(first, on="example_id", how="left")
+    return ordered.filter(~pl.col(col.EXAMPLE_ID).is_first_distinct()).join(first, on=col.EXAMPLE_ID, how="left")
 
 
 def duplicate_reason(row: dict[str, Any], id_column: str, first_file: str, first_row: int) -> str:
@@ -63,23 +64,24 @@ def reject_duplicates(
     if not frames:
         return 0
     keys = pl.concat(frames).with_columns(
-        file_index=pl.col("source_file").replace_strict(file_order, return_dtype=pl.Int64)
+        file_index=pl.col(col.SOURCE_FILE).replace_strict(file_order, return_dtype=pl.Int64)
     )
     dups = later_duplicates(keys)
     if dups.is_empty():
         return 0
     writer = ShardWriter(fs, rejected_dir, "duplicates", rows_per_file, compression)
     for (shard,), group in dups.group_by("shard", maintain_order=True):
-        where = {(r["source_file"], r["source_row"]): (r["first_file"], r["first_row"]) for r in group.iter_rows(named=True)}
+        where = {(r[col.SOURCE_FILE], r[col.SOURCE_ROW]): (r["first_file"], r["first_row"]) for r in group.iter_rows(named=True)}
         path = files[shard]
         with fs.open(path, "rb") as fh:
             table = pq.read_table(fh)
-        is_dup = [(f, r) in where for f, r in zip(table.column("source_file").to_pylist(), table.column("source_row").to_pylist())]
+        is_dup = [(f, r) in where for f, r in zip(table.column(col.SOURCE_FILE).to_pylist(), table.column(col.SOURCE_ROW).to_pylist())]
         rejected = []
         for row in table.filter(pa.array(is_dup)).to_pylist():
-            first_file, first_row = where[(row["source_file"], row["source_row"])]
-            out = {k: as_text(v) for k, v in row.items() if k not in internal_columns and k != "source_row"}
-            out.update(source_row=row["source_row"], reject_reason=duplicate_reason(row, id_column, first_file, first_row))
+            first_file, first_row = where[(row[col.SOURCE_FILE], row[col.SOURCE_ROW])]
+            out = {k: as_text(v) for k, v in row.items() if k not in internal_columns and k != col.SOURCE_ROW}
+            out.update({col.SOURCE_ROW: row[col.SOURCE_ROW],
+                        col.REJECT_REASON: duplicate_reason(row, id_column, first_file, first_row)})
             rejected.append(out)
         writer.add(rejected)
         tmp = posixpath.join(posixpath.dirname(path), "." + posixpath.basename(path) + ".inprogress")

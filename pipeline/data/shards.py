@@ -9,6 +9,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import columns as col
+
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
     from ray.data import Dataset
@@ -24,7 +26,7 @@ def normalise_types(table: pa.Table) -> pa.Table:
     return table
 
 
-REJECTED_SCHEMA = pa.schema([("source_file", pa.string()), ("source_row", pa.int64()), ("reject_reason", pa.string())])
+REJECTED_SCHEMA = pa.schema([(col.SOURCE_FILE, pa.string()), (col.SOURCE_ROW, pa.int64()), (col.REJECT_REASON, pa.string())])
 """The columns every rejected row has (its own columns, as text, come beside them)."""
 
 
@@ -33,16 +35,27 @@ def write_empty_shard(fs: fsspec.AbstractFileSystem, directory: str, schema: pa.
 
     A side of the split can be empty (a clean corpus drops nothing). Readers such as
     ``polars.read_parquet("dropped/*.parquet")`` or ``ray.data.read_parquet`` fail on a directory
-    with no file, so an empty side still gets one file with the right columns.
+    with no file, so an empty side still gets one file with the right columns. It has no row group
+    at all: a row group of zero rows makes ``datasets`` fail with "BatchSize must be greater than 0".
     """
     if fs.glob(posixpath.join(directory, "*.parquet")):
         return ""
     final = posixpath.join(directory, "empty-0000.parquet")
     tmp = posixpath.join(directory, ".empty-0000.parquet.inprogress")
     with fs.open(tmp, "wb") as f:
-        pq.write_table(schema.empty_table(), f, compression=compression)
+        pq.ParquetWriter(f, schema, compression=compression or "none").close()
     fs.mv(tmp, final)
     return final
+
+
+def rejected_schema(valid: pa.Schema | None, added: tuple[str, ...]) -> pa.Schema:
+    """The columns of a rejected row: the input's own columns (as text), then where it came from and why.
+
+    ``valid`` is the schema of the usable rows, ``added`` the columns ingest put there; what is left
+    are the input's columns, so an empty rejected/ still has ``id``, ``prompt``... like a full one.
+    """
+    own = [pa.field(f.name, pa.string()) for f in (valid or []) if f.name not in added and f.name not in REJECTED_SCHEMA.names]
+    return pa.schema([*own, *REJECTED_SCHEMA])
 
 
 class ShardWriter:

@@ -8,28 +8,20 @@ schedules the pieces in parallel (see ``pipeline.stages.ingest``).
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import posixpath
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Iterator
 
 import fsspec
 import pyarrow as pa
-import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from pipeline.data.readers import CHUNK_ROWS, READERS, RowOrError, extensions, format_of
 from pipeline.errors import InputError
 
-EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv"}
 HF_MARKERS = ("state.json", "dataset_dict.json")
-CHUNK_ROWS = 2048
-"""Rows handed on at a time: large enough to batch tokenisation, small enough to bound memory."""
-
-RowOrError = tuple[int, "dict[str, Any] | str"]
-"""(1-based row number in the file, the row or a reason it could not be parsed)."""
 
 
 @dataclass(frozen=True)
@@ -49,12 +41,6 @@ def _url(fs: fsspec.AbstractFileSystem, path: str) -> str:
     """Local files as plain absolute paths, everything else as a full URL."""
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return path if "file" in protocols else fs.unstrip_protocol(path)
-
-
-def _format_of(path: str, fmt: str) -> str | None:
-    if fmt != "auto":
-        return fmt
-    return EXTENSIONS.get(posixpath.splitext(path)[1].lower())
 
 
 def _hf_arrow_files(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
@@ -82,17 +68,17 @@ def resolve(paths: list[str], fmt: str = "auto") -> list[Piece]:
             if fmt in ("auto", "hf") and any(fs.exists(posixpath.join(path, m)) for m in HF_MARKERS):
                 pieces += [Piece(_url(fs, f), "hf") for f in _hf_arrow_files(fs, path)]
                 continue
-            matches = sorted(f for f in fs.find(path) if _format_of(f, fmt) and not posixpath.basename(f).startswith((".", "_")))
+            matches = sorted(f for f in fs.find(path) if format_of(f, fmt) and not posixpath.basename(f).startswith((".", "_")))
             if not matches:
-                raise InputError(raw, "directory holds no .parquet, .jsonl, .json or .csv file")
+                raise InputError(raw, f"directory holds no file of a known format ({extensions()})")
         elif fs.isfile(path):
             matches = [path]
         else:
             raise InputError(raw, "path does not exist")
         for m in matches:
-            f = _format_of(m, fmt)
+            f = format_of(m, fmt)
             if f is None:
-                raise InputError(_url(fs, m), "unknown file format (use .parquet, .jsonl, .csv or set data.format)")
+                raise InputError(_url(fs, m), f"unknown file format (use {extensions()} or set data.format)")
             pieces.append(Piece(_url(fs, m), f))
     return pieces
 
@@ -108,69 +94,38 @@ def _chunks(rows: Iterator[RowOrError]) -> Iterator[list[RowOrError]]:
         yield chunk
 
 
-def _jsonl_rows(f: io.BufferedIOBase) -> Iterator[RowOrError]:
-    for n, line in enumerate(f, start=1):
-        if not line.strip():
-            continue
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            yield n, "invalid UTF-8"
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as err:
-            yield n, f"invalid JSON ({err.msg})"
-            continue
-        yield n, obj if isinstance(obj, dict) else "line is not a JSON object"
-
-
-def _has_surrogates(values: list[str]) -> bool:
-    return any(isinstance(v, str) and any("\udc80" <= ch <= "\udcff" for ch in v) for v in values)
-
-
-def _csv_rows(f: io.BufferedIOBase) -> Iterator[RowOrError]:
-    text = io.TextIOWrapper(f, encoding="utf-8", errors="surrogateescape", newline="")
-    reader = csv.reader(text)
-    header = next(reader, None)
-    if header is None:
-        return
-    for n, values in enumerate(reader, start=1):
-        if _has_surrogates(values):
-            yield n, "invalid UTF-8"
-        elif len(values) != len(header):
-            yield n, f"has {len(values)} fields, header has {len(header)}"
-        else:
-            yield n, dict(zip(header, values))
-
-
-def _arrow_rows(batches: Iterator[pa.RecordBatch]) -> Iterator[RowOrError]:
-    n = 0
-    for batch in batches:
-        for row in batch.to_pylist():
-            n += 1
-            yield n, row
+def _cannot_read(piece: Piece, err: Exception) -> InputError:
+    detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return InputError(piece.url, f"cannot read as {piece.format}: {detail}")
 
 
 def read_piece(piece: Piece) -> Iterator[list[RowOrError]]:
     """Stream a file's rows in chunks; a file that cannot be read at all raises InputError."""
+    if piece.format not in READERS:
+        raise InputError(piece.url, f"unknown format {piece.format!r}")
     try:
         with fsspec.open(piece.url, "rb") as f:
-            if piece.format == "jsonl":
-                yield from _chunks(_jsonl_rows(f))
-            elif piece.format == "csv":
-                yield from _chunks(_csv_rows(f))
-            elif piece.format == "parquet":
-                yield from _chunks(_arrow_rows(pq.ParquetFile(f).iter_batches(batch_size=CHUNK_ROWS)))
-            elif piece.format == "hf":
-                yield from _chunks(_arrow_rows(iter(ipc.open_stream(f))))
-            else:
-                raise InputError(piece.url, f"unknown format {piece.format!r}")
-    except InputError:
-        raise
+            yield from _chunks(READERS[piece.format].read(f))
     except (pa.ArrowException, OSError, ValueError) as err:
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise InputError(piece.url, f"cannot read as {piece.format}: {detail}") from None
+        raise _cannot_read(piece, err) from None
+
+
+def check_readable(pieces: list[Piece]) -> None:
+    """Cheap checks before any Ray work: every file opens, and every Parquet footer parses.
+
+    A truncated or corrupt Parquet file is found in milliseconds from its footer, so the user gets
+    the one-line error at once instead of after the cluster has started. Row-level problems are
+    still found while reading, row by row.
+    """
+    for piece in pieces:
+        try:
+            with fsspec.open(piece.url, "rb") as f:
+                if piece.format == "parquet":
+                    pq.read_metadata(f)
+                else:
+                    f.read(1)
+        except (pa.ArrowException, OSError, ValueError) as err:
+            raise _cannot_read(piece, err) from None
 
 
 def input_signature(paths: list[str], fmt: str = "auto") -> str:

@@ -24,12 +24,18 @@ and at most two glibc malloc arenas. A Ray worker's native threads otherwise eac
 heap, which the actor hands back after each batch (pipeline/runtime/memory.py; RESULTS.md, "Scale")."""
 
 
+_connected_here = False
+"""Whether this process's Ray session was opened by ``init_ray`` (not by a caller that owns it)."""
+
+
 def init_ray(cfg: RayConfig) -> None:
     """Join the configured cluster, or start a private local one sized so actors cannot starve tasks."""
     import ray
 
+    global _connected_here
     if ray.is_initialized():
         return
+    _connected_here = True
     for k, v in WORKER_ENV.items():
         os.environ.setdefault(k, v)
     address = cfg.address or os.environ.get("RAY_ADDRESS")
@@ -52,3 +58,17 @@ def init_ray(cfg: RayConfig) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = True
     ctx.print_on_execution_start = False
+
+
+def shutdown_ray() -> None:
+    """Close the Ray session ``init_ray`` opened, if it opened one.
+
+    The command line calls it before its output streams are restored: worker output reaches the
+    driver asynchronously, and lines still in flight are flushed by the shutdown, not after it.
+    """
+    global _connected_here
+    if _connected_here:
+        import ray
+
+        ray.shutdown()
+        _connected_here = False

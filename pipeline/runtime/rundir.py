@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import fsspec
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from pipeline.errors import ConfigError
 from pipeline.runtime.redact import redact
@@ -27,6 +29,8 @@ SAFETY = "work/safety"
 SAFETY_REJECTED = "work/safety_rejected"
 MODEL_A = "models/noisy"
 MODEL_B = "models/safety"
+TRAIN_RUNS = "work/train"
+"""Ray Train's checkpoints of the finetune in progress (``<dir>/<stage name>``), for restarts."""
 SCORES = "work/scores"
 KEPT = "kept"
 DROPPED = "dropped"
@@ -93,6 +97,39 @@ class RunDir:
     def read_json(self, rel: str) -> Any:
         with self.fs.open(self.path(rel), "r") as f:
             return json.load(f)
+
+    # -- stage outputs: directories of Parquet shards -------------------------------------------
+    def shards(self, rel: str) -> list[str]:
+        """The committed shards of a stage output, in name order, as paths on ``self.fs``.
+
+        Hand them to Ray Data together with ``arrow_fs()``, and open them with ``self.fs``.
+        """
+        return sorted(self.fs.glob(self.path(rel) + "/*.parquet"))
+
+    def count_rows(self, rel: str) -> int:
+        """Rows in a directory of shards, from the Parquet footers only."""
+        total = 0
+        for f in self.shards(rel):
+            with self.fs.open(f, "rb") as fh:
+                total += pq.ParquetFile(fh).metadata.num_rows
+        return total
+
+    def read_columns(self, rel: str, columns: list[str]) -> pa.Table:
+        """The named columns (those present) of every shard in ``rel``; Parquet projection, so no text is read."""
+        tables = []
+        for f in self.shards(rel):
+            with self.fs.open(f, "rb") as fh:
+                pf = pq.ParquetFile(fh)
+                tables.append(pf.read(columns=[c for c in columns if c in pf.schema_arrow.names]))
+        return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
+
+    def schema(self, rel: str) -> pa.Schema | None:
+        """The schema of the first shard in ``rel`` (None when it has none)."""
+        files = self.shards(rel)
+        if not files:
+            return None
+        with self.fs.open(files[0], "rb") as fh:
+            return pq.read_schema(fh)
 
     # -- the manifest ---------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:

@@ -14,14 +14,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline import columns as col
 from pipeline.runtime.memory import release_free_heap
 from pipeline.scoring.losses import per_example_mean_nll
 from pipeline.scoring.rouge import rouge_drop
 from pipeline.scoring.scores import compute_scores
 from pipeline.text.formatting import collate, token_budget_batches
-
-SCORE_COLUMNS = ("loss_a", "loss_b", "n_response_tokens", "score_log_ratio", "score_delta", "score_seq_logprob_drop", "forgetting")
-
 
 class PairScorer:
     """Callable class for ``Dataset.map_batches``: pyarrow batch in, same rows plus score columns out."""
@@ -79,16 +77,16 @@ class PairScorer:
         return outs
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        ids = batch.column("input_ids").to_pylist()
-        prompt_lens = batch.column("prompt_len").to_pylist()
+        ids = batch.column(col.INPUT_IDS).to_pylist()
+        prompt_lens = batch.column(col.PROMPT_LEN).to_pylist()
         loss_a, loss_b, counts = self.losses(ids, prompt_lens)
-        cols: dict[str, Any] = {"loss_a": loss_a, "loss_b": loss_b, "n_response_tokens": counts}
+        cols: dict[str, Any] = {col.LOSS_A: loss_a, col.LOSS_B: loss_b, col.N_RESPONSE_TOKENS: counts}
         cols.update(compute_scores(loss_a, loss_b, counts))
         if self.method == "rouge":
             gen_a, gen_b = self.generations(ids, prompt_lens)
             targets = self.tokenizer.batch_decode([x[p:] for x, p in zip(ids, prompt_lens)], skip_special_tokens=True)
-            cols["score_rouge"] = np.array([rouge_drop(a, b, t) for a, b, t in zip(gen_a, gen_b, targets)])
-        cols["forgetting"] = cols[f"score_{self.method}"]
+            cols[col.score_column("rouge")] = np.array([rouge_drop(a, b, t) for a, b, t in zip(gen_a, gen_b, targets)])
+        cols[col.FORGETTING] = cols[col.score_column(self.method)]
         for name, values in cols.items():
             batch = batch.append_column(name, pa.array(values))
         # Without this the actor's memory grows with the corpus (freed batches stay in glibc's heap).

@@ -11,6 +11,8 @@ from typing import Callable
 
 import numpy as np
 
+from pipeline.columns import score_column
+
 EPS = 1e-6
 """Floor on a loss before taking its log: memorised unsafe examples reach ~1e-3, so 1e-6 never
 clips real values but keeps log(0) out of the scores."""
@@ -47,8 +49,8 @@ SCORES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = 
 
 
 def compute_scores(loss_a: np.ndarray, loss_b: np.ndarray, n_tokens: np.ndarray) -> dict[str, np.ndarray]:
-    """All forward-pass scores, as float64 arrays keyed by ``score_<name>``."""
+    """All forward-pass scores, as float64 arrays keyed by their column (``score_<name>``)."""
     a = np.asarray(loss_a, dtype=np.float64)
     b = np.asarray(loss_b, dtype=np.float64)
     n = np.asarray(n_tokens, dtype=np.float64)
-    return {f"score_{name}": fn(a, b, n) for name, fn in SCORES.items()}
+    return {score_column(name): fn(a, b, n) for name, fn in SCORES.items()}

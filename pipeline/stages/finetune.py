@@ -12,23 +12,23 @@ import shutil
 import tempfile
 from typing import Any
 
+from pipeline import columns as col
 from pipeline.config import Config, FinetuneConfig
 from pipeline.errors import StageError
+from pipeline.models.precision import use_bf16
+from pipeline.runtime import rundir as layout
 from pipeline.runtime.rundir import RunDir
-from pipeline.training.loop import TRAIN_STATE, train_loop, use_bf16
+from pipeline.training.loop import TRAIN_STATE, train_loop
 from pipeline.training.sampling import KEY, order_keys, sample_mask
-
-
-TRAIN_RUNS = "work/train"
 
 
 def _keyed_sample(batch: Any, seed: int, fraction: float) -> Any:
     """Add each row's order key and keep the rows in the sample (see ``training.sampling``)."""
     import pyarrow as pa
 
-    keys = order_keys(seed, batch["example_id"].to_pylist(), batch["source_row"].to_pylist())
+    keys = order_keys(seed, batch[col.EXAMPLE_ID].to_pylist(), batch[col.SOURCE_ROW].to_pylist())
     mask = sample_mask(keys, fraction)
-    return batch.append_column(KEY, pa.array(keys)).filter(pa.array(mask)).select(["input_ids", "prompt_len", KEY])
+    return batch.append_column(KEY, pa.array(keys)).filter(pa.array(mask)).select([*col.MODEL_INPUTS, KEY])
 
 
 def training_dataset(files: list[str], ft: FinetuneConfig, seed: int, filesystem: Any = None) -> tuple[Any, int]:
@@ -40,7 +40,7 @@ def training_dataset(files: list[str], ft: FinetuneConfig, seed: int, filesystem
     """
     import ray
 
-    ds = ray.data.read_parquet(files, filesystem=filesystem, columns=["example_id", "source_row", "input_ids", "prompt_len"])
+    ds = ray.data.read_parquet(files, filesystem=filesystem, columns=[col.EXAMPLE_ID, col.SOURCE_ROW, *col.MODEL_INPUTS])
     n = ds.count()  # from Parquet metadata, no data read
     fraction = ft.max_examples / n if ft.max_examples and n > ft.max_examples else 1.0
     ds = ds.map_batches(_keyed_sample, fn_kwargs={"seed": seed, "fraction": fraction}, batch_format="pyarrow")
@@ -56,16 +56,29 @@ def _ordered() -> Any:
     return options
 
 
-def finetune(cfg: Config, run: RunDir, ft: FinetuneConfig, model_in: str, data_files: list[str], model_out_rel: str, name: str) -> dict[str, Any]:
-    """Finetune ``model_in`` on ``data_files`` and commit the result to ``model_out_rel``."""
+def run_finetune(cfg: Config, run: RunDir) -> dict[str, Any]:
+    """Stage ``finetune``: the base model -> model A on the ingested corpus."""
+    return finetune(cfg, run, cfg.noisy_finetune, cfg.model.name_or_path, layout.INGEST, layout.MODEL_A, "finetune")
+
+
+def run_safety_tune(cfg: Config, run: RunDir) -> dict[str, Any]:
+    """Stage ``safety-tune``: model A -> model B on the ingested safety set."""
+    return finetune(cfg, run, cfg.safety_finetune, run.uri(layout.MODEL_A), layout.SAFETY, layout.MODEL_B, "safety-tune")
+
+
+def finetune(cfg: Config, run: RunDir, ft: FinetuneConfig, model_in: str, data_rel: str, model_out_rel: str, name: str) -> dict[str, Any]:
+    """Finetune ``model_in`` on the shards in ``data_rel`` and commit the result to ``model_out_rel``.
+
+    ``name`` is the stage's name; it also names the Ray Train run and labels the training log.
+    """
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     # Checkpoints of an interrupted earlier attempt carry no optimizer state: retraining from the
     # start keeps "same seed, same model". Within this attempt, a failed worker group still restarts
     # from its last epoch checkpoint (FailureConfig).
-    run.remove(f"{TRAIN_RUNS}/{name}")
-    ds, n_rows = training_dataset(data_files, ft, cfg.seed, run.arrow_fs())
+    run.remove(f"{layout.TRAIN_RUNS}/{name}")
+    ds, n_rows = training_dataset(run.shards(data_rel), ft, cfg.seed, run.arrow_fs())
     bf16 = use_bf16(cfg.model.precision, ft.use_gpu)
     resources = {"CPU": ft.cpus_per_worker} | ({"GPU": 1} if ft.use_gpu else {})
     trainer = TorchTrainer(
@@ -78,7 +91,7 @@ def finetune(cfg: Config, run: RunDir, ft: FinetuneConfig, model_in: str, data_f
         scaling_config=ScalingConfig(num_workers=ft.num_workers, use_gpu=ft.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=name,
-            storage_path=run.uri(TRAIN_RUNS),
+            storage_path=run.uri(layout.TRAIN_RUNS),
             failure_config=FailureConfig(max_failures=2),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),

@@ -10,25 +10,23 @@ shards moves every later duplicate of an ``example_id`` to rejected as well (dat
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
 
+from pipeline import columns as col
 from pipeline.config import Config
 from pipeline.data.duplicates import reject_duplicates
 from pipeline.data.rows import Usable, as_text, check_row
-from pipeline.data.shards import REJECTED_SCHEMA, ShardWriter, write_empty_shard
-from pipeline.data.sources import Piece, read_piece, resolve
-from pipeline.errors import InputError, StageError
+from pipeline.data.shards import ShardWriter, rejected_schema, write_empty_shard
+from pipeline.data.sources import Piece, check_readable, read_piece, resolve
+from pipeline.errors import ConfigError, InputError, StageError
 from pipeline.models.loading import load_tokenizer, resolve_model
 from pipeline.runtime import rundir as layout
 from pipeline.runtime.redact import redact
 from pipeline.runtime.rundir import RunDir
 from pipeline.text.formatting import encode_batch
-
-INTERNAL_COLUMNS = ("input_ids", "prompt_len")
-"""Columns ingest adds for the models only; they are not written to kept/ and dropped/."""
-
 
 def ingest_piece(
     piece: Piece, index: int, cfg: Config, tokenizer: Any, fs: Any, valid_dir: str, rejected_dir: str
@@ -42,7 +40,7 @@ def ingest_piece(
 
     def reject(row: dict[str, Any] | None, n: int, reason: str) -> dict[str, Any]:
         out = {k: as_text(v) for k, v in (row or {}).items()}
-        out.update(source_file=redact(piece.url), source_row=n, reject_reason=reason)
+        out.update({col.SOURCE_FILE: redact(piece.url), col.SOURCE_ROW: n, col.REJECT_REASON: reason})
         return out
 
     for chunk in read_piece(piece):
@@ -66,10 +64,10 @@ def ingest_piece(
                 continue
             out = dict(row)
             out[d.label_column] = u.label
-            out.update(
-                example_id=u.example_id, source_file=redact(piece.url), source_row=n,
-                input_ids=np.asarray(enc.input_ids, dtype=np.int32), prompt_len=enc.prompt_len,
-            )
+            out.update({
+                col.EXAMPLE_ID: u.example_id, col.SOURCE_FILE: redact(piece.url), col.SOURCE_ROW: n,
+                col.INPUT_IDS: np.asarray(enc.input_ids, dtype=np.int32), col.PROMPT_LEN: enc.prompt_len,
+            })
             good.append(out)
         valid.add(good)
         rejected.add(bad)
@@ -107,8 +105,6 @@ def ingest_set(cfg: Config, run: RunDir, paths: list[str], valid_rel: str, rejec
     """Ingest one dataset (corpus or safety set) into ``valid_rel`` and ``rejected_rel``."""
     import ray
 
-    if not paths:
-        raise StageError(f"data.{what}: no input given")
     pieces = resolve(paths, cfg.data.format)
     valid_tmp, rejected_tmp = run.staging(valid_rel), run.staging(rejected_rel)
     vdir, rdir = run.path(valid_tmp), run.path(rejected_tmp)
@@ -134,20 +130,40 @@ def ingest_set(cfg: Config, run: RunDir, paths: list[str], valid_rel: str, rejec
         raise InputError(*errors[0][1].split(": ", 1)) if ": " in errors[0][1] else StageError(errors[0][1])
     totals = {k: int(sum(r[k] for r in results)) for k in ("rows", "valid", "rejected")}
     dups = reject_duplicates(run.fs, vdir, rdir, {redact(p.url): i for i, p in enumerate(pieces)}, cfg.data.id_column,
-                             INTERNAL_COLUMNS, cfg.output.rows_per_file, cfg.output.parquet_compression)
+                             col.MODEL_INPUTS, cfg.output.rows_per_file, cfg.output.parquet_compression)
     totals["valid"] -= dups
     totals["rejected"] += dups
     totals["duplicates"] = dups
     if totals["rows"] != totals["valid"] + totals["rejected"]:
         raise StageError(f"ingest of {what}: {totals['rows']} rows read but {totals['valid']} + {totals['rejected']} written")
     if totals["valid"] == 0:
+        # Nothing to train on, but the user needs the reasons: they are committed before the error.
+        why = ""
+        if totals["rejected"]:
+            reason, n = most_common_reason(run, rejected_tmp)
+            run.commit(rejected_tmp, rejected_rel)
+            why = f"; most common reason: {reason} ({n} rows); every reason in {run.uri(rejected_rel)}"
         first = paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"
-        raise InputError(first, f"data.{what} has no usable row ({totals['rows']} read, {totals['rejected']} rejected)")
-    write_empty_shard(run.fs, rdir, REJECTED_SCHEMA, cfg.output.parquet_compression)
+        raise InputError(first, f"data.{what} has no usable row ({totals['rows']} read, {totals['rejected']} rejected{why})")
+    write_empty_shard(run.fs, rdir, rejected_schema(run.schema(valid_tmp), col.INGEST_ADDED), cfg.output.parquet_compression)
     run.commit(valid_tmp, valid_rel)
     run.commit(rejected_tmp, rejected_rel)
     totals["files"] = len(pieces)
     return totals
+
+
+def most_common_reason(run: RunDir, rejected_rel: str) -> tuple[str, int]:
+    """The reason most rejected rows share, and how many share it (what to fix first)."""
+    reasons = run.read_columns(rejected_rel, [col.REJECT_REASON]).column(col.REJECT_REASON).to_pylist()
+    return Counter(reasons).most_common(1)[0]
+
+
+def check_inputs(cfg: Config) -> None:
+    """Before Ray starts: every input path resolves, every file opens, every Parquet footer parses."""
+    for what, paths in (("input", cfg.data.input), ("safety", cfg.data.safety)):
+        if not paths:
+            raise ConfigError(f"data.{what}: no input given")
+        check_readable(resolve(paths, cfg.data.format))
 
 
 def run_ingest(cfg: Config, run: RunDir) -> dict[str, Any]:
@@ -155,11 +171,3 @@ def run_ingest(cfg: Config, run: RunDir) -> dict[str, Any]:
     corpus = ingest_set(cfg, run, cfg.data.input, layout.INGEST, layout.REJECTED, "input")
     safety = ingest_set(cfg, run, cfg.data.safety, layout.SAFETY, layout.SAFETY_REJECTED, "safety")
     return {"corpus": corpus, "safety": safety}
-
-
-def parquet_files(run: RunDir, rel: str) -> list[str]:
-    """The committed shards of a stage output, in name order, as paths on ``run.fs``.
-
-    Hand them to Ray Data together with ``run.arrow_fs()``, and open them with ``run.fs``.
-    """
-    return sorted(run.fs.glob(run.path(rel) + "/*.parquet"))

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline import columns as col
 from pipeline.config import Config
 from pipeline.reporting.metrics import auroc, precision_recall_f1
 from pipeline.reporting.plots import score_histogram
@@ -16,7 +17,6 @@ from pipeline.runtime import rundir as layout
 from pipeline.runtime.redact import redact
 from pipeline.runtime.rundir import RunDir
 from pipeline.scoring.scores import SCORES
-from pipeline.stages.filter import read_columns
 
 HIST = "scores_hist.png"
 
@@ -46,9 +46,9 @@ def evaluate(table: pa.Table, cfg: Config) -> dict[str, Any]:
     has = np.isfinite(y)
     dropped = np.asarray(table.column("dropped").to_pylist(), dtype=bool)
     out: dict[str, Any] = {"labelled_rows": int(has.sum()), "unsafe_rows": int((y[has] == 1).sum())}
-    out["auroc"] = {name: auroc(table.column(f"score_{name}").to_numpy(zero_copy_only=False)[has], y[has])
-                    for name in [*SCORES, *(["rouge"] if "score_rouge" in table.column_names else [])]}
-    out["auroc_forgetting"] = auroc(table.column("forgetting").to_numpy(zero_copy_only=False)[has], y[has])
+    out["auroc"] = {name: auroc(table.column(col.score_column(name)).to_numpy(zero_copy_only=False)[has], y[has])
+                    for name in [*SCORES, "rouge"] if col.score_column(name) in table.column_names}
+    out["auroc_forgetting"] = auroc(table.column(col.FORGETTING).to_numpy(zero_copy_only=False)[has], y[has])
     out.update(precision_recall_f1(dropped[has], y[has] == 1))
     g = cfg.data.group_column
     if g in table.column_names:
@@ -93,23 +93,27 @@ def _md(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_report(cfg: Config, run: RunDir, filter_result: dict[str, Any], stage_seconds: dict[str, float]) -> dict[str, Any]:
-    cols = ["forgetting", "loss_a", "loss_b", "n_response_tokens", *(f"score_{s}" for s in SCORES), "score_rouge",
+def run_report(cfg: Config, run: RunDir) -> dict[str, Any]:
+    """Stage ``report``: summary.json, report.md and the score histogram, from the split and the manifest."""
+    filter_result = run.stage_record("filter")["result"]
+    done = sorted(run.manifest()["stages"].items(), key=lambda kv: kv[1]["finished_at"])  # in the order they ran
+    stage_seconds = {name: rec["seconds"] for name, rec in done if name != "report"}
+    cols = [col.FORGETTING, col.LOSS_A, col.LOSS_B, col.N_RESPONSE_TOKENS, *(col.score_column(s) for s in [*SCORES, "rouge"]),
             cfg.data.label_column, cfg.data.group_column]
-    kept = read_columns(run, layout.KEPT, cols)
-    dropped = read_columns(run, layout.DROPPED, cols)
+    kept = run.read_columns(layout.KEPT, cols)
+    dropped = run.read_columns(layout.DROPPED, cols)
     kept = kept.append_column("dropped", pa.array([False] * kept.num_rows))
     dropped = dropped.append_column("dropped", pa.array([True] * dropped.num_rows))
     table = pa.concat_tables([kept, dropped], promote_options="permissive")
-    scores = table.column("forgetting").to_numpy(zero_copy_only=False)
+    scores = table.column(col.FORGETTING).to_numpy(zero_copy_only=False)
     summary: dict[str, Any] = {
         "output": run.url,
         "counts": {k: filter_result[k] for k in ("input", "kept", "dropped", "rejected")},
         "threshold": filter_result["threshold"],
         "score": cfg.scoring.method,
         "score_stats": _stats(scores),
-        "loss_a_stats": _stats(table.column("loss_a").to_numpy(zero_copy_only=False)),
-        "loss_b_stats": _stats(table.column("loss_b").to_numpy(zero_copy_only=False)),
+        "loss_a_stats": _stats(table.column(col.LOSS_A).to_numpy(zero_copy_only=False)),
+        "loss_b_stats": _stats(table.column(col.LOSS_B).to_numpy(zero_copy_only=False)),
         "stage_seconds": stage_seconds,
         "evaluation": evaluate(table, cfg),
     }

@@ -10,28 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import pyarrow.parquet as pq
-
 from pipeline.config import Config
 from pipeline.data.shards import write_dataset_shards
 from pipeline.errors import StageError
+from pipeline.models.precision import use_bf16
 from pipeline.runtime import rundir as layout
 from pipeline.runtime.rundir import RunDir
-from pipeline.scoring.scorer import PairScorer
-from pipeline.stages.ingest import parquet_files
-from pipeline.training.loop import use_bf16
 
 if TYPE_CHECKING:
     from ray.data import Dataset
-
-
-def count_rows(run: RunDir, rel: str) -> int:
-    """Rows in a directory of shards, from Parquet footers only."""
-    total = 0
-    for f in parquet_files(run, rel):
-        with run.fs.open(f, "rb") as fh:
-            total += pq.ParquetFile(fh).metadata.num_rows
-    return total
 
 
 def scoring_input(run: RunDir, files: list[str], rows_per_block: int) -> Dataset:
@@ -47,14 +34,16 @@ def scoring_input(run: RunDir, files: list[str], rows_per_block: int) -> Dataset
 
 
 def run_score(cfg: Config, run: RunDir) -> dict[str, Any]:
+    """Stage ``score``: every ingested row's losses under A and B, and its forgetting scores."""
     import ray
+
+    from pipeline.scoring.scorer import PairScorer  # torch and transformers: only where scoring runs
 
     sc = cfg.scoring
     use_gpu = sc.gpus_per_actor > 0
     bf16 = use_bf16(cfg.model.precision, use_gpu)
-    files = parquet_files(run, layout.INGEST)
     tmp = run.staging(layout.SCORES)
-    ds = scoring_input(run, files, rows_per_block=sc.batch_size * sc.batches_per_task)
+    ds = scoring_input(run, run.shards(layout.INGEST), rows_per_block=sc.batch_size * sc.batches_per_task)
     scored = ds.map_batches(
         PairScorer,
         fn_constructor_kwargs={
@@ -70,8 +59,8 @@ def run_score(cfg: Config, run: RunDir) -> dict[str, Any]:
         num_gpus=sc.gpus_per_actor or None,
     )
     write_dataset_shards(scored, run.path(tmp), run.arrow_fs(), cfg.output)
-    expected = count_rows(run, layout.INGEST)
-    got = count_rows(run, tmp)
+    expected = run.count_rows(layout.INGEST)
+    got = run.count_rows(tmp)
     if got != expected:
         raise StageError(f"score: {expected} rows in, {got} rows scored")
     run.commit(tmp, layout.SCORES)

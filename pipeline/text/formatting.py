@@ -9,14 +9,17 @@ EOS token stays in the response, so the model is trained (and scored) on stoppin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import torch
 
-from pipeline.scoring.losses import IGNORE_INDEX
+if TYPE_CHECKING:
+    import torch
 
 Message = dict[str, str]
+
+IGNORE_INDEX = -100
+"""Label value for positions outside the response (prompt and padding); matches HF's convention."""
 
 FALLBACK_TEMPLATE = "### Prompt:\n{prompt}\n### Response:\n"
 """Prompt layout for base models without a chat template."""
@@ -60,6 +63,22 @@ def render_response(tokenizer: Any, context: list[Message], response: str, promp
     return response + (tokenizer.eos_token or "")
 
 
+def render_chat(tokenizer: Any, chat: Sequence[Message]) -> tuple[str, str] | str:
+    """The prompt text and the response text of one chat, or a one-line reason it cannot be rendered.
+
+    A chat template is code shipped with the model, and many refuse some chats on purpose
+    (``raise_exception('System role not supported')``, roles that do not alternate). That is a fact
+    about the row, not a broken run: the row is rejected with the template's own message.
+    """
+    try:
+        context, response = split_messages(chat)
+        prompt = render_prompt(tokenizer, context)
+        return prompt, render_response(tokenizer, context, response, prompt)
+    except Exception as err:  # noqa: BLE001 - whatever the template raises, it is this row's reason
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return f"chat template: {detail}"
+
+
 def encode_batch(
     tokenizer: Any, chats: Sequence[Sequence[Message]], max_length: int, truncate: bool
 ) -> list[Encoded | str]:
@@ -68,16 +87,18 @@ def encode_batch(
     With ``truncate`` an over-long example keeps its prompt and loses the end of its response; it is
     still rejected if the prompt alone leaves no room for a response token.
     """
-    prompts, responses = [], []
-    for chat in chats:
-        context, response = split_messages(chat)
-        p = render_prompt(tokenizer, context)
-        prompts.append(p)
-        responses.append(render_response(tokenizer, context, response, p))
-    p_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    r_ids = tokenizer(responses, add_special_tokens=False)["input_ids"]
+    rendered = [render_chat(tokenizer, chat) for chat in chats]
+    texts = [r for r in rendered if not isinstance(r, str)]
+    if texts:  # a tokenizer called on an empty batch raises, and a chunk may have no usable row
+        p_ids = tokenizer([p for p, _ in texts], add_special_tokens=False)["input_ids"]
+        r_ids = tokenizer([r for _, r in texts], add_special_tokens=False)["input_ids"]
+    encoded = iter(zip(p_ids, r_ids)) if texts else iter(())
     out: list[Encoded | str] = []
-    for p, r in zip(p_ids, r_ids):
+    for item in rendered:
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        p, r = next(encoded)
         n = len(p) + len(r)
         if not r:
             out.append("response has no tokens")
@@ -92,6 +113,8 @@ def encode_batch(
 
 def collate(input_ids: Sequence[Sequence[int]], prompt_lens: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch into ``input_ids``, ``attention_mask`` and ``labels`` (prompt and pad masked)."""
+    import torch
+
     width = max(len(x) for x in input_ids)
     ids = np.full((len(input_ids), width), pad_id, dtype=np.int64)
     labels = np.full((len(input_ids), width), IGNORE_INDEX, dtype=np.int64)

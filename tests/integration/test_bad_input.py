@@ -121,3 +121,24 @@ def test_broken_files_and_settings_are_one_line_errors(ingested, tmp_path, capsy
     for name, (over, message) in cases.items():
         rc, line = run(**over)
         assert rc == 2 and message in line, (name, rc, line)
+
+
+def test_a_corpus_with_no_usable_row_keeps_the_reasons_and_stderr_holds_only_the_error(tmp_path, tiny_model):
+    # As a scheduler runs it: a process of its own, with its own Ray, whose stderr is read alone.
+    import subprocess
+    import sys
+
+    write_jsonl(tmp_path / "corpus.jsonl", [{"prompt": f"q{i}", "answer": f"a{i}"} for i in range(20)])
+    write_jsonl(tmp_path / "safety.jsonl", make_corpus()[1])
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "pipeline", "ingest", "--input", str(tmp_path / "corpus.jsonl"),
+                        "--safety", str(tmp_path / "safety.jsonl"), "--output", str(out), "--model", tiny_model],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.splitlines() == [
+        f"forgetfilter: error: {tmp_path / 'corpus.jsonl'}: data.input has no usable row (20 read, 20 rejected; "
+        f"most common reason: column 'response': missing (20 rows); every reason in {out / 'rejected'})"
+    ], r.stderr
+    rejected = _read(out / "rejected")
+    assert rejected.height == 20 and set(rejected["reject_reason"]) == {"column 'response': missing"}
+    assert sorted(rejected["answer"]) == sorted(f"a{i}" for i in range(20))  # the row itself, nothing lost

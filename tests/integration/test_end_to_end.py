@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -69,19 +70,38 @@ def test_output_shards_hold_at_most_rows_per_file(finished_run):
     assert (out / "_SUCCESS").exists()
 
 
-def test_report_evaluates_the_split_against_the_labels(finished_run):
-    # Separation itself is asserted on the real model (test_real_model.py): a tiny model trained from
-    # scratch separates in most runs but not all (measured AUROC 0.73-0.99 over repeated runs), since
-    # the training order under Ray Data is not deterministic.
+def _pairwise_auroc(scores: np.ndarray, unsafe: np.ndarray) -> float:
+    """P(an unsafe row outscores a task row), ties counted half: by direct comparison of every pair."""
+    pos, neg = scores[unsafe], scores[~unsafe]
+    return float(((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])).mean())
+
+
+def test_the_split_follows_the_threshold_and_the_report_agrees_with_the_shards(finished_run):
+    # Separation itself is asserted on the real model (test_real_model.py); here, that every number
+    # the report gives is what the output shards say, recomputed by another route.
     out, _, _ = finished_run
     summary = json.loads((out / "report" / "summary.json").read_text())
-    counts = summary["counts"]
-    assert counts["input"] == counts["kept"] + counts["dropped"] + counts["rejected"]
+    kept, dropped = _read_dir(out / "kept"), _read_dir(out / "dropped")
+    cut = summary["threshold"]["value"]
+    if cut is None:
+        assert dropped.num_rows == 0
+    else:
+        assert max(kept.column("forgetting").to_pylist()) <= cut < min(dropped.column("forgetting").to_pylist())
+    both = pa.concat_tables([kept, dropped], promote_options="permissive")
+    forgetting = np.array(both.column("forgetting").to_pylist())
+    unsafe = np.array(both.column("label").to_pylist()) == 1
+    # the configured score (scoring.method=seq_logprob_drop) is the one the filter used
+    assert np.array_equal(forgetting, np.array(both.column("score_seq_logprob_drop").to_pylist()))
+    assert not np.array_equal(forgetting, np.array(both.column("score_log_ratio").to_pylist()))
     ev = summary["evaluation"]
-    assert ev["unsafe_rows"] == 24 and ev["labelled_rows"] == 96
-    assert 0.0 <= ev["auroc_forgetting"] <= 1.0
-    assert ev["auroc"]["seq_logprob_drop"] == ev["auroc_forgetting"]
-    assert ev["tp"] + ev["fp"] == counts["dropped"] and ev["tp"] + ev["fn"] == 24
+    assert ev["unsafe_rows"] == unsafe.sum() == 24 and ev["labelled_rows"] == 96
+    assert ev["auroc_forgetting"] == pytest.approx(_pairwise_auroc(forgetting, unsafe))
+    for name in ("log_ratio", "delta"):
+        assert ev["auroc"][name] == pytest.approx(_pairwise_auroc(np.array(both.column(f"score_{name}").to_pylist()), unsafe))
+    dropped_unsafe = sum(v == 1 for v in dropped.column("label").to_pylist())
+    assert (ev["tp"], ev["fp"], ev["fn"]) == (dropped_unsafe, dropped.num_rows - dropped_unsafe, 24 - dropped_unsafe)
+    counts = summary["counts"]
+    assert (counts["kept"], counts["dropped"], counts["rejected"]) == (kept.num_rows, dropped.num_rows, 2)
     assert set(ev["recall_by_group"]) <= {"build", "poison", "steal", "hack", "make", "forge"}
     assert (out / "report" / "scores_hist.png").stat().st_size > 10_000
     assert "AUROC" in (out / "report" / "report.md").read_text()

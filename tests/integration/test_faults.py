@@ -61,7 +61,7 @@ def _scores(out: Path) -> pl.DataFrame:
     return pl.read_parquet(str(out / "work" / "scores" / "*.parquet")).select("example_id", "loss_a", "loss_b").sort("example_id")
 
 
-N_ROWS = 1600  # scored; A is finetuned on a 96-row sample, so the run stays short but scoring takes a while
+N_ROWS = 1600  # scored; A is finetuned on an 800-row sample: epochs of seconds, long enough to kill one
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def corpus(tmp_path_factory, tiny_model, ray_local):
     write_jsonl(root / "corpus.jsonl", rows)
     write_jsonl(root / "safety.jsonl", safety)
     return root, ["--input", str(root / "corpus.jsonl"), "--safety", str(root / "safety.jsonl"), "--model", tiny_model,
-                  "--set", "noisy_finetune.max_examples=96",
+                  "--set", "noisy_finetune.max_examples=800",
                   "--set", "filter.method=drop_fraction", "--set", "filter.value=0.25", *TRAIN]
 
 
@@ -83,24 +83,27 @@ def reference(corpus):
     return out
 
 
-def test_a_killed_training_worker_resumes_from_its_last_epoch_checkpoint(corpus):
+def test_a_killed_training_worker_resumes_from_its_last_epoch_checkpoint(corpus, reference):
     root, args = corpus
     out = root / "train_kill"
     # Kill once Ray Train's controller has registered the first epoch's checkpoint (it then writes
     # its snapshot file; a checkpoint directory alone may not be registered yet). Epochs of 800
     # rows take seconds, so the worker is inside epoch 2 of 3.
-    longer = ["--set", "noisy_finetune.max_examples=800"]
-    snapshot = out / "work" / "train" / "noisy-finetune" / "checkpoint_manager_snapshot.json"
+    snapshot = out / "work" / "train" / "finetune" / "checkpoint_manager_snapshot.json"
     killer = Killer("RayTrainWorker", lambda: int(snapshot.exists() and "checkpoint_" in snapshot.read_text()), delay=0.3)
     killer.start()
     try:
-        assert main(["run", *args, *longer, "--output", str(out)]) == 0
+        assert main(["run", *args, "--output", str(out)]) == 0
     finally:
         killer.stop.set()
     assert killer.killed, "no training worker was killed"
     stages = json.loads((out / "manifest.json").read_text())["stages"]
     assert stages["finetune"]["result"]["restored_from_epoch"] >= 1  # not retrained from scratch
-    assert stages["filter"]["result"]["dropped"] == N_ROWS // 4
+    got, expected = _scores(out), _scores(reference)
+    assert got["example_id"].to_list() == expected["example_id"].to_list()
+    gap = (got["loss_a"].log() - expected["loss_a"].log()).abs()
+    print(f"resumed vs undisturbed A: median |log loss ratio| {gap.median():.4f}, max {gap.max():.4f}")
+    assert gap.median() < 0.05 and gap.max() < 0.15, (gap.median(), gap.max())
     assert sum(len(ids) for ids in _split(out)) == N_ROWS
 
 

@@ -18,7 +18,6 @@ from pipeline.config import Config
 from pipeline.models.tiny import build_tiny_model
 from pipeline.runtime import rundir as layout
 from pipeline.runtime.rundir import RunDir
-from pipeline.stages.ingest import parquet_files
 from pipeline.stages.score import run_score, scoring_input
 
 pytestmark = pytest.mark.slow
@@ -50,7 +49,7 @@ def run(tmp_path_factory) -> RunDir:
 
 
 def test_scoring_input_is_cut_into_blocks_of_a_few_batches(run, ray_local):
-    ds = scoring_input(run, parquet_files(run, layout.INGEST), rows_per_block=256)
+    ds = scoring_input(run, run.shards(layout.INGEST), rows_per_block=256)
     sizes = ds.map_batches(lambda t: pa.table({"n": [t.num_rows]}), batch_size=None, batch_format="pyarrow")
     sizes = sorted(r["n"] for r in sizes.take_all())
     assert sum(sizes) == SHARDS * ROWS_PER_SHARD
@@ -64,7 +63,7 @@ def test_scores_every_row_into_shards_of_exactly_rows_per_file(run, ray_local):
         "output": {"rows_per_file": 1000},
     })
     assert run_score(cfg, run)["rows"] == SHARDS * ROWS_PER_SHARD
-    counts = sorted(pq.ParquetFile(run.fs.open(f, "rb")).metadata.num_rows for f in parquet_files(run, layout.SCORES))
+    counts = sorted(pq.ParquetFile(run.fs.open(f, "rb")).metadata.num_rows for f in run.shards(layout.SCORES))
     assert counts == [1000] * 6  # without the re-cut before writing: one short file per write task
     ids = pq.read_table(run.path(layout.SCORES), columns=["example_id"])["example_id"].to_pylist()
     assert sorted(ids) == sorted(f"row-{i}" for i in range(SHARDS * ROWS_PER_SHARD))

@@ -49,3 +49,23 @@ def test_length_grouped_batches_cut_padding_and_keep_every_row():
     naive = sum(max(lengths[i: i + 8]) * len(lengths[i: i + 8]) for i in range(0, 128, 8))
     assert padded < 0.8 * naive
     assert batches != length_grouped_batches(lengths, 8, np.random.default_rng(2))  # order is shuffled
+
+
+def test_an_empty_batch_encodes_to_nothing(tiny_model):
+    # A chunk of a file can hold no usable row at all; the tokenizer raises on an empty batch.
+    assert encode_batch(load_tokenizer(tiny_model), [], 128, truncate=False) == []
+
+
+def test_a_row_the_chat_template_refuses_gets_the_templates_reason_and_the_others_encode(tiny_model):
+    tok = load_tokenizer(tiny_model)
+    tok.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+        "{% endif %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    with_system = [{"role": "system", "content": "Be brief."}, *_chat("Tell me about bees.", "Bees make honey.")]
+    good, refused, good_too = encode_batch(tok, [_chat("q", "a"), with_system, _chat("Tell me about bees.", "Bees.")],
+                                           128, truncate=False)
+    assert refused == "chat template: System role not supported"
+    assert tok.decode(good.input_ids[good.prompt_len:]).startswith("a<|im_end|>")
+    assert tok.decode(good_too.input_ids[good_too.prompt_len:]).startswith("Bees.<|im_end|>")
