@@ -1,6 +1,6 @@
 # Two commands on a fresh machine with Python 3.11 and pip:
 #   make demo   set up .venv, build the demo data, run the whole pipeline on an embedded local Ray
-#   make test   set up .venv (with test tools) and run the test suite
+#   make test   set up .venv (with test tools), lint (ruff) and run the test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -26,6 +26,7 @@ demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/forgetfilter run --config jobs/configs/demo.yaml
 
 test: setup
+	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: setup

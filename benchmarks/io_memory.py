@@ -1,9 +1,10 @@
 """Memory of Ray Data's pooled task workers (Parquet read, re-cut, write) without the models.
 
 The score stage's data path with a pass-through actor instead of ``PairScorer``: the same input
-shards as ``scale_scoring.py``, ``scoring_input``, a two-actor pool and ``write_dataset_shards``. It runs in seconds, so corpus sizes and allocator settings can be compared
-quickly. For the peak worker it also lists its largest anonymous mappings: Arrow's mimalloc
-reserves 1 GiB regions, glibc uses ``[heap]`` and 64 MiB arenas, which says whose memory it is.
+shards as ``scale_scoring.py``, ``scoring_input``, a two-actor pool and ``write_dataset_shards``.
+It runs in seconds, so corpus sizes and allocator settings can be compared quickly. For the
+peak worker it also lists its largest anonymous mappings: Arrow's mimalloc reserves 1 GiB regions,
+glibc uses ``[heap]`` and 64 MiB arenas, which says whose memory it is.
 
     python benchmarks/io_memory.py --rows 1000000 3000000
     python benchmarks/io_memory.py --rows 1000000 --worker-env ARROW_DEFAULT_MEMORY_POOL=system
@@ -20,8 +21,8 @@ import tempfile
 import time
 
 import pyarrow as pa
-
 from scale_scoring import MemorySampler, write_corpus  # this folder is on sys.path when run as a script
+
 from pipeline.config import Config
 from pipeline.data.shards import write_dataset_shards
 from pipeline.runtime import rundir as layout

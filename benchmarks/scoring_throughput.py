@@ -21,9 +21,9 @@ import pyarrow as pa
 import torch
 
 from pipeline.models.loading import resolve_model
+from pipeline.models.precision import bf16_supported
 from pipeline.models.tiny import build_tiny_model
 from pipeline.scoring.scorer import PairScorer
-from pipeline.models.precision import bf16_supported
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:

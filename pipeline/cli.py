@@ -13,8 +13,8 @@ import datetime as dt
 import os
 import sys
 import traceback
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from pipeline.config import Config, load_config, reference_yaml
 from pipeline.errors import ConfigError, ForgetFilterError

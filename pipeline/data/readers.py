@@ -13,8 +13,9 @@ import csv
 import io
 import json
 import posixpath
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
@@ -27,21 +28,24 @@ CHUNK_ROWS = 2048
 """Rows handed on at a time: large enough to batch tokenisation, small enough to bound memory."""
 
 
+RowReader = Callable[[IO[bytes]], Iterator[RowOrError]]
+
+
 @dataclass(frozen=True)
 class Reader:
     """How to read one format: the row reader, and the extensions that select it under ``format: auto``."""
 
-    read: Callable[[IO[bytes]], Iterator[RowOrError]]
+    read: RowReader
     extensions: tuple[str, ...]
 
 
 READERS: dict[str, Reader] = {}
 
 
-def reader(name: str, *extensions: str) -> Callable[[Callable[[IO[bytes]], Iterator[RowOrError]]], Callable[[IO[bytes]], Iterator[RowOrError]]]:
+def reader(name: str, *extensions: str) -> Callable[[RowReader], RowReader]:
     """Register a reader for format ``name`` (``data.format: name``) and the extensions it claims."""
 
-    def register(fn: Callable[[IO[bytes]], Iterator[RowOrError]]) -> Callable[[IO[bytes]], Iterator[RowOrError]]:
+    def register(fn: RowReader) -> RowReader:
         READERS[name] = Reader(fn, extensions)
         return fn
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import fsspec
 import pyarrow as pa

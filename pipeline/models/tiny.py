@@ -6,7 +6,7 @@ model exercises exactly the chat-template and masking code paths of a real instr
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

@@ -21,6 +21,7 @@ from pipeline.scoring.rouge import rouge_drop
 from pipeline.scoring.scores import compute_scores
 from pipeline.text.formatting import collate, token_budget_batches
 
+
 class PairScorer:
     """Callable class for ``Dataset.map_batches``: pyarrow batch in, same rows plus score columns out."""
 

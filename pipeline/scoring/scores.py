@@ -7,7 +7,7 @@ recompute any score from stored losses without re-running a model.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

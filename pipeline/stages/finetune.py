@@ -40,7 +40,7 @@ def training_dataset(files: list[str], ft: FinetuneConfig, seed: int, filesystem
     """
     import ray
 
-    ds = ray.data.read_parquet(files, filesystem=filesystem, columns=[col.EXAMPLE_ID, col.SOURCE_ROW, *col.MODEL_INPUTS])
+    ds = ray.data.read_parquet(files, filesystem=filesystem).select_columns([col.EXAMPLE_ID, col.SOURCE_ROW, *col.MODEL_INPUTS])
     n = ds.count()  # from Parquet metadata, no data read
     fraction = ft.max_examples / n if ft.max_examples and n > ft.max_examples else 1.0
     ds = ds.map_batches(_keyed_sample, fn_kwargs={"seed": seed, "fraction": fraction}, batch_format="pyarrow")

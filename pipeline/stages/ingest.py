@@ -28,6 +28,7 @@ from pipeline.runtime.redact import redact
 from pipeline.runtime.rundir import RunDir
 from pipeline.text.formatting import encode_batch
 
+
 def ingest_piece(
     piece: Piece, index: int, cfg: Config, tokenizer: Any, fs: Any, valid_dir: str, rejected_dir: str
 ) -> dict[str, int]:

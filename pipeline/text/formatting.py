@@ -8,8 +8,9 @@ EOS token stays in the response, so the model is trained (and scored) on stoppin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 

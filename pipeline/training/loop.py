@@ -11,8 +11,9 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 

@@ -9,7 +9,7 @@ the training order. Every row is still scored: sampling only bounds what the fin
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 

@@ -101,8 +101,10 @@ def test_a_killed_training_worker_resumes_from_its_last_epoch_checkpoint(corpus,
     assert stages["finetune"]["result"]["restored_from_epoch"] >= 1  # not retrained from scratch
     got, expected = _scores(out), _scores(reference)
     assert got["example_id"].to_list() == expected["example_id"].to_list()
+    # Model A as resumed vs as trained undisturbed: close, not equal (the optimizer's moments start
+    # afresh at the restart). Measured: median |log(loss ratio)| 0.007, max 0.014; with the restored
+    # weights ignored (base model, epochs still skipped) 0.325 and 0.370.
     gap = (got["loss_a"].log() - expected["loss_a"].log()).abs()
-    print(f"resumed vs undisturbed A: median |log loss ratio| {gap.median():.4f}, max {gap.max():.4f}")
     assert gap.median() < 0.05 and gap.max() < 0.15, (gap.median(), gap.max())
     assert sum(len(ids) for ids in _split(out)) == N_ROWS
 

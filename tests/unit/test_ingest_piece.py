@@ -19,6 +19,11 @@ NO_SYSTEM_ROLE = (
 )
 
 
+def _read(d) -> pl.DataFrame:
+    files = sorted(d.glob("*.parquet"))
+    return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed") if files else pl.DataFrame()
+
+
 def _ingest(tmp_path, rows: list[dict], tokenizer) -> tuple[dict, pl.DataFrame, pl.DataFrame]:
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -27,8 +32,7 @@ def _ingest(tmp_path, rows: list[dict], tokenizer) -> tuple[dict, pl.DataFrame, 
     valid.mkdir()
     rejected.mkdir()
     counts = ingest_piece(Piece(str(src), "jsonl"), 0, cfg, tokenizer, fsspec.filesystem("file"), str(valid), str(rejected))
-    read = lambda d: pl.concat([pl.read_parquet(f) for f in sorted(d.glob("*.parquet"))], how="diagonal_relaxed") if list(d.glob("*.parquet")) else pl.DataFrame()  # noqa: E731
-    return counts, read(valid), read(rejected)
+    return counts, _read(valid), _read(rejected)
 
 
 def test_a_chat_the_template_refuses_is_rejected_with_the_templates_message(tmp_path, tiny_model):

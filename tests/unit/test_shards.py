@@ -5,9 +5,8 @@ from __future__ import annotations
 import fsspec
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
-
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline import columns as col
