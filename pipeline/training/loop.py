@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import columns as col
 from pipeline.training.sampling import worker_rows
 
 TRAIN_STATE = "train_state.json"
@@ -57,8 +58,8 @@ def _epoch_batches(shard: Any, batch_size: int, seed: int, rank: int, world: int
     rng = np.random.default_rng(seed)
     window_rows = batch_size * WINDOW_BATCHES * world
     for window in shard.iter_batches(batch_size=window_rows, batch_format="numpy"):
-        mine = worker_rows(len(window["prompt_len"]), rank, world)
-        ids, prompt_lens = window["input_ids"][mine], window["prompt_len"][mine]
+        mine = worker_rows(len(window[col.PROMPT_LEN]), rank, world)
+        ids, prompt_lens = window[col.INPUT_IDS][mine], window[col.PROMPT_LEN][mine]
         for rows in length_grouped_batches([len(x) for x in ids], batch_size, rng):
             yield [ids[i] for i in rows], [prompt_lens[i] for i in rows]
 
