@@ -3,7 +3,8 @@
 A reader takes an open binary file and yields ``(row number, row)`` or ``(row number, reason)``
 for a row that cannot be parsed, so every bad row becomes a rejected row naming its file and row.
 It raises (``pyarrow.ArrowException``, ``OSError``, ``ValueError``) only when the file as a whole
-cannot be read; ``sources.read_piece`` turns that into a one-line error naming the file.
+cannot be read; ``sources.read_piece`` turns that into a one-line error naming the file. A format
+may also register a cheap whole-file check (Parquet: its footer) that runs before any Ray work.
 A new input format is one decorated function here.
 """
 
@@ -29,24 +30,32 @@ CHUNK_ROWS = 2048
 
 
 RowReader = Callable[[IO[bytes]], Iterator[RowOrError]]
+FileCheck = Callable[[IO[bytes]], object]
+
+
+def opens(f: IO[bytes]) -> bytes:
+    """The check every format gets: the file opens and its first byte can be read."""
+    return f.read(1)
 
 
 @dataclass(frozen=True)
 class Reader:
-    """How to read one format: the row reader, and the extensions that select it under ``format: auto``."""
+    """How to read one format: the row reader, the extensions that select it under ``format: auto``,
+    and a cheap check that the file as a whole is readable (raises like the reader does)."""
 
     read: RowReader
     extensions: tuple[str, ...]
+    check: FileCheck = opens
 
 
 READERS: dict[str, Reader] = {}
 
 
-def reader(name: str, *extensions: str) -> Callable[[RowReader], RowReader]:
-    """Register a reader for format ``name`` (``data.format: name``) and the extensions it claims."""
+def reader(name: str, *extensions: str, check: FileCheck = opens) -> Callable[[RowReader], RowReader]:
+    """Register a reader for format ``name`` (``data.format: name``), the extensions it claims and its check."""
 
     def register(fn: RowReader) -> RowReader:
-        READERS[name] = Reader(fn, extensions)
+        READERS[name] = Reader(fn, extensions, check)
         return fn
 
     return register
@@ -100,7 +109,7 @@ def _arrow_rows(batches: Iterator[pa.RecordBatch]) -> Iterator[RowOrError]:
             yield n, row
 
 
-@reader("parquet", ".parquet", ".pq")
+@reader("parquet", ".parquet", ".pq", check=pq.read_metadata)  # a truncated file has no footer
 def read_parquet(f: IO[bytes]) -> Iterator[RowOrError]:
     """Streamed by record batches, so a large file never sits in memory whole."""
     return _arrow_rows(pq.ParquetFile(f).iter_batches(batch_size=CHUNK_ROWS))
