@@ -118,7 +118,8 @@ def run_pipeline(cfg: Config, until: str = "report", force: tuple[str, ...] = ()
         run.write_json("config.resolved.json", cfg.model_dump(mode="json"))
     except OSError as err:
         raise ConfigError(f"output.dir {cfg.output.dir}: cannot write there ({err.strerror or err})") from None
-    last = [s.name for s in stages].index(until)
+    names = [s.name for s in stages]
+    last = names.index(until)
     ran = False
     for i, stage in enumerate(stages[: last + 1], start=1):
         fp = fingerprint(cfg, run, stage, stages)
@@ -139,7 +140,7 @@ def run_pipeline(cfg: Config, until: str = "report", force: tuple[str, ...] = ()
             run.fs.touch(run.path(layout.SUCCESS))
         else:
             log(f"run in {cfg.output.dir} already complete: nothing to do")
-    if "filter" in [s.name for s in stages[: last + 1]]:
+    if "filter" in names[: last + 1]:
         r = run.stage_record("filter")["result"]
         t = r["threshold"]
         log(f"input {r['input']} rows: kept {r['kept']}, dropped {r['dropped']}, rejected {r['rejected']} "

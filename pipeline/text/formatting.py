@@ -90,10 +90,11 @@ def encode_batch(
     """
     rendered = [render_chat(tokenizer, chat) for chat in chats]
     texts = [r for r in rendered if not isinstance(r, str)]
+    p_ids, r_ids = [], []
     if texts:  # a tokenizer called on an empty batch raises, and a chunk may have no usable row
         p_ids = tokenizer([p for p, _ in texts], add_special_tokens=False)["input_ids"]
         r_ids = tokenizer([r for _, r in texts], add_special_tokens=False)["input_ids"]
-    encoded = iter(zip(p_ids, r_ids)) if texts else iter(())
+    encoded = zip(p_ids, r_ids)
     out: list[Encoded | str] = []
     for item in rendered:
         if isinstance(item, str):
