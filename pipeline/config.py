@@ -130,9 +130,11 @@ class FilterConfig(Section):
     )
     value: float | None = Field(None, description="The threshold (`fixed`) or the fraction to drop (`drop_fraction`).")
     auto_method: Literal[tuple(AUTO_METHODS)] = Field(  # type: ignore[valid-type]
-        "valley", description="`auto` rule. `valley`: cut at the density valley before a separate upper mode of "
-        "the scores, nothing if there is none. `otsu` / `gmm`: Otsu's split or the crossing of a two-Gaussian "
-        "fit, both only if that fit finds two modes (Ashman's D >= 2)."
+        "mixture", description="`auto` rule. `mixture`: fit the scores as a task mode alone or a task mode plus an "
+        "upper (unsafe) component, both two-piece normals; cut where the fit expects the best F1, nothing if one "
+        "mode explains the scores. `valley`: cut at the density valley before a separate upper mode. `otsu` / "
+        "`gmm`: Otsu's split or the crossing of a two-Gaussian fit, both only if that fit finds two modes "
+        "(Ashman's D >= 2)."
     )
 
 

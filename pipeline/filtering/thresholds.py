@@ -8,9 +8,11 @@ rather than cutting a single mode in half.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from pipeline.filtering import mixture as mx
 
 ASHMAN_D_MIN = 2.0
 """Two Gaussian modes count as separate when Ashman's D exceeds 2 (the usual bar for a clean split)."""
@@ -18,11 +20,20 @@ ASHMAN_D_MIN = 2.0
 
 @dataclass(frozen=True)
 class Threshold:
-    """A cut on the score: rows with ``score > value`` are dropped. ``rationale`` is for the report."""
+    """A cut on the score: rows with ``score > value`` are dropped. ``rationale`` is for the report.
+
+    ``evidence`` holds the numbers behind an automatic cut (estimated unsafe share, expected false
+    drops...) for the report and summary.json. ``ties_to_drop`` rows scored exactly ``value`` are
+    dropped too: those whose example id is ``>= tie_id`` (set by the filter stage, see
+    ``break_ties``), so a drop fraction is met exactly when scores tie.
+    """
 
     value: float
     method: str
     rationale: str
+    evidence: dict[str, float | int] = field(default_factory=dict)
+    ties_to_drop: int = 0
+    tie_id: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         """JSON-safe: an infinite cut (drop nothing) is written as null."""
@@ -42,16 +53,41 @@ def fixed(value: float) -> Threshold:
 
 
 def drop_fraction(scores: np.ndarray, fraction: float) -> Threshold:
-    """The cut that drops the ``fraction`` of rows with the highest scores (ties kept)."""
+    """The cut that drops exactly ``floor(fraction * n)`` of the n rows with a finite score, highest first.
+
+    When the boundary falls inside a run of tied scores, ``ties_to_drop`` says how many of the rows
+    at ``value`` drop too; the filter stage picks them by example id (``break_ties``), so the count
+    is exact and the choice is the same on every re-run. Rows without a finite score are not
+    counted: they go to dropped/ in addition (an unscorable row is not trusted).
+    """
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"drop fraction must lie in [0, 1], got {fraction}")
-    x = np.sort(_finite(scores))
+    x = np.sort(_finite(scores))[::-1]
+    unscorable = len(np.asarray(scores)) - len(x)
     n_drop = int(math.floor(fraction * len(x) + 1e-9))
-    if n_drop == 0 or len(x) == 0:
-        return Threshold(math.inf, "drop_fraction", f"drop fraction {fraction:g}: no row to drop")
-    # Dropping is "score > t"; cut just below the n_drop-th largest score.
-    value = float(np.nextafter(x[len(x) - n_drop], -np.inf))
-    return Threshold(value, "drop_fraction", f"drops the top {fraction:.1%} of scores ({n_drop} of {len(x)} rows)")
+    extra = f"; the {unscorable} rows without a score drop as well" if unscorable else ""
+    if n_drop == 0:
+        return Threshold(math.inf, "drop_fraction", f"drop fraction {fraction:g}: no row to drop{extra}")
+    why = f"drops the top {fraction:.1%} of scores ({n_drop} of {len(x)} rows{extra})"
+    v = float(x[n_drop - 1])
+    n_above, n_tied = int(np.sum(x > v)), int(np.sum(x == v))
+    if n_above + n_tied == n_drop:
+        # Dropping is "score > value": cut just below the n_drop-th largest score.
+        return Threshold(float(np.nextafter(v, -np.inf)), "drop_fraction", why)
+    k = n_drop - n_above
+    return Threshold(v, "drop_fraction", f"{why}; {k} of the {n_tied} rows tied at {v:.6g} drop, by example id",
+                     ties_to_drop=k)
+
+
+def break_ties(ids: list[str], k: int) -> str:
+    """The smallest id among the ``k`` largest: rows tied at the cut with ``id >= it`` are dropped.
+
+    Ids are unique, so exactly ``k`` rows qualify, and sorting makes it independent of the order
+    the shards are read in.
+    """
+    if not 0 < k <= len(ids):
+        raise ValueError(f"cannot drop {k} of {len(ids)} tied rows")
+    return sorted(ids)[-k]
 
 
 def otsu_cut(x: np.ndarray, bins: int = 256) -> float:
@@ -257,4 +293,77 @@ def valley(scores: np.ndarray) -> Threshold:
     return Threshold(math.inf, "valley", "no separate high-forgetting mode in the score density: nothing dropped")
 
 
-AUTO_METHODS = {"valley": valley, "otsu": otsu, "gmm": gmm}
+BIC_MIN = 10.0
+"""A second component must lower BIC by more than 10: "very strong" evidence (Kass & Raftery 1995)."""
+RIGHT_MASS_MIN = 0.9
+"""...put at least 90% of its mass above the task mode: unsafe rows are forgotten *more*, so a
+component that also explains the left tail is the task mode's own heavy tails, not unsafe rows..."""
+MODE_GAP_MIN = 2.0
+"""...have its mode at least 2 task scales above the task mode, the scale measured on the task
+mode's *left* side, which unsafe rows never reach (a normal task mode puts 2.3% of its rows
+beyond that; EM can otherwise split one mode at its peak into two half-normals)..."""
+EXPECTED_F1_MIN = 0.8
+"""...and be separable by the fit's own account: its best cut must expect an F1 of at least 0.8.
+At large n BIC rejects any one-mode model that is not exactly the task mode's shape, so BIC alone
+splits a skewed or heavy-tailed mode into a core and an overlapping shoulder; such a pair expects
+F1 0.5-0.75 (a core and a shoulder are not two populations), a real unsafe component 0.9 or more."""
+
+
+def expected_f1_cut(m: mx.MixtureFit, n: int, hi: float) -> tuple[float, dict[str, float]]:
+    """The cut between the task mode and ``hi`` that maximises the F1 the fitted mixture expects.
+
+    Under the fit, cutting at t drops pi1 * n * sf1(t) unsafe rows and pi0 * n * sf0(t) task rows,
+    so expected precision, recall and F1 are closed-form; the best of 1024 candidates is taken.
+    """
+    (p0, p1), (null, unsafe) = m.weights, m.components
+    t = np.linspace(null.mu, max(hi, null.mu), 1024)
+    tp, fp = p1 * unsafe.sf(t), p0 * null.sf(t)
+    f1 = 2 * tp / np.maximum(tp + fp + p1, 1e-300)
+    i = int(np.argmax(f1))
+    precision = float(tp[i] / max(tp[i] + fp[i], 1e-300))
+    return float(t[i]), {"expected_precision": precision, "expected_recall": float(tp[i] / p1), "expected_f1": float(f1[i]),
+                         "expected_false_drops": float(fp[i] * n), "expected_missed_unsafe": float((p1 - tp[i]) * n)}
+
+
+def mixture(scores: np.ndarray) -> Threshold:
+    """Fit the scores as a task mode alone or a task mode + an unsafe component; cut where F1 is expected best.
+
+    Both components are two-piece normals (``pipeline/filtering/mixture.py``), so a skewed task
+    mode is not mistaken for unsafe rows, and an unsafe mode, plateau, long tail or taller peak is
+    one component. Among the two-component fits whose upper component lies right of the task mode
+    (``RIGHT_MASS_MIN``, ``MODE_GAP_MIN``) and is separable from it (``EXPECTED_F1_MIN``), the likeliest is taken; it
+    must beat one component by ``BIC_MIN``. Otherwise nothing is dropped. The cut maximises the F1
+    that the fit itself expects, weighing a missed unsafe row and a lost task row equally.
+    """
+    xs = mx.sample_sorted(scores)
+    n_all = int(np.isfinite(np.asarray(scores, dtype=np.float64)).sum())
+    evidence: dict[str, float | int] = {"rows": n_all, "estimated_unsafe_share": 0.0}
+    if len(xs) < 8 or xs[0] == xs[-1]:
+        return Threshold(math.inf, "mixture", "too few distinct scores to fit a mixture: nothing dropped", evidence)
+    iqr = float(np.subtract(*np.percentile(xs, [75, 25])))
+    floor = 1e-3 * (min(float(np.std(xs)), iqr / 1.349) or float(np.std(xs)))
+    right = [m for m in mx.fit_two(xs, floor) if float(m.components[1].sf(np.array(m.components[0].mu))) >= RIGHT_MASS_MIN
+             and m.components[1].mu - m.components[0].mu >= MODE_GAP_MIN * m.components[0].left]
+    cuts = [(m, *expected_f1_cut(m, n_all, float(xs[-1]))) for m in right]
+    separable = [c for c in cuts if c[2]["expected_f1"] >= EXPECTED_F1_MIN]
+    if not separable:
+        f1 = max((c[2]["expected_f1"] for c in cuts), default=0.0)
+        return Threshold(math.inf, "mixture", f"no upper component separable from the task mode (best expected F1 "
+                         f"{f1:.2f} < {EXPECTED_F1_MIN:g}): nothing dropped", {**evidence, "expected_f1": f1})
+    two, value, expected = max(separable, key=lambda c: c[0].loglik)
+    gain = mx.fit_one(xs, floor).bic - two.bic
+    null, unsafe = two.components
+    evidence.update(bic_gain=gain, task_mode=null.mu, task_scale_right=null.right, unsafe_mode=unsafe.mu)
+    if gain <= BIC_MIN:
+        return Threshold(math.inf, "mixture", f"one mode explains the scores (a separate upper component lowers BIC "
+                         f"by only {gain:.1f} <= {BIC_MIN:g}): nothing dropped", evidence)
+    z = (value - null.mu) / null.right
+    evidence.update(expected, estimated_unsafe_share=two.weights[1], cut_in_task_scales=z)
+    return Threshold(value, "mixture", f"task mode at {null.mu:.3g}, an upper component at {unsafe.mu:.3g} holding "
+                     f"~{two.weights[1]:.1%} of rows (BIC gain {gain:.0f}); cut at {value:.4g}, {z:.1f} task scales above "
+                     f"the task mode, where the fit expects precision {expected['expected_precision']:.2f} and recall "
+                     f"{expected['expected_recall']:.2f} (~{expected['expected_false_drops']:.0f} task rows dropped, "
+                     f"~{expected['expected_missed_unsafe']:.0f} unsafe rows missed)", evidence)
+
+
+AUTO_METHODS = {"mixture": mixture, "valley": valley, "otsu": otsu, "gmm": gmm}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -122,6 +123,28 @@ class RunDir:
                 pf = pq.ParquetFile(fh)
                 tables.append(pf.read(columns=[c for c in columns if c in pf.schema_arrow.names]))
         return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
+
+    def extreme_rows(self, rel: str, by: str, n: int, largest: bool, columns: list[str]) -> pa.Table:
+        """The ``n`` rows of ``rel`` with the largest (or smallest) ``by``, with ``columns`` (those present).
+
+        Reads the ``by`` column of each shard, and the other columns only of a shard that holds a
+        candidate, so memory stays at one shard whatever the corpus size. Rows whose ``by`` is null
+        or NaN are skipped.
+        """
+        best: pa.Table | None = None
+        for f in self.shards(rel):
+            with self.fs.open(f, "rb") as fh:
+                pf = pq.ParquetFile(fh)
+                key = pf.read(columns=[by]).column(by).to_numpy(zero_copy_only=False).astype(np.float64)
+                idx = np.flatnonzero(np.isfinite(key))
+                idx = idx[np.argsort(-key[idx] if largest else key[idx], kind="stable")[:n]]
+                if not len(idx):
+                    continue
+                part = pf.read(columns=[c for c in dict.fromkeys([by, *columns]) if c in pf.schema_arrow.names]).take(idx)
+            best = part if best is None else pa.concat_tables([best, part], promote_options="permissive")
+            order = np.argsort(best.column(by).to_numpy(zero_copy_only=False) * (-1 if largest else 1), kind="stable")
+            best = best.take(order[:n])
+        return best if best is not None else pa.table({})
 
     def schema(self, rel: str) -> pa.Schema | None:
         """The schema of the first shard in ``rel`` (None when it has none)."""

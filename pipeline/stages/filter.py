@@ -9,11 +9,13 @@ row whose score is not a number: an unscorable row is not trusted). The invarian
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 from pipeline import columns as col
 from pipeline.config import Config, FilterConfig
@@ -34,10 +36,15 @@ def choose_threshold(scores: np.ndarray, f: FilterConfig) -> Threshold:
     return thresholds.AUTO_METHODS[f.auto_method](scores)
 
 
-def _side(threshold: float, keep: bool):  # noqa: ANN202 - a Ray Data UDF
+def _side(t: Threshold, keep: bool):  # noqa: ANN202 - a Ray Data UDF
+    value = pa.scalar(t.value if math.isfinite(t.value) else float(np.finfo(np.float64).max), pa.float64())
+
     def split(batch: pa.Table) -> pa.Table:
         score = batch.column(col.FORGETTING)
-        kept = pc.fill_null(pc.less_equal(score, pa.scalar(threshold, pa.float64())), False)
+        kept = pc.fill_null(pc.less_equal(score, value), False)
+        if t.tie_id is not None:
+            tied = pc.and_(pc.equal(score, value), pc.greater_equal(batch.column(col.EXAMPLE_ID), pa.scalar(t.tie_id)))
+            kept = pc.and_not(kept, pc.fill_null(tied, False))
         mask = kept if keep else pc.invert(kept)
         out = batch.filter(mask)
         return out.drop_columns([c for c in col.MODEL_INPUTS if c in out.column_names])
@@ -52,14 +59,18 @@ def run_filter(cfg: Config, run: RunDir) -> dict[str, Any]:
     input_rows = run.stage_record("ingest")["result"]["corpus"]["rows"]
     scores = run.read_columns(layout.SCORES, [col.FORGETTING]).column(col.FORGETTING).to_numpy(zero_copy_only=False)
     t = choose_threshold(scores, cfg.filter)
-    value = t.value if math.isfinite(t.value) else float(np.finfo(np.float64).max)
     files = run.shards(layout.SCORES)
+    if t.ties_to_drop:
+        # Only the ids of the rows tied at the cut are read (a pushed-down filter), never all ids.
+        tied = ds.dataset(files, filesystem=run.arrow_fs(), format="parquet").to_table(
+            columns=[col.EXAMPLE_ID], filter=pc.field(col.FORGETTING) == t.value)
+        t = replace(t, tie_id=thresholds.break_ties(tied.column(col.EXAMPLE_ID).to_pylist(), t.ties_to_drop))
     schema = pa.schema([f for f in run.schema(layout.SCORES) if f.name not in col.MODEL_INPUTS])
     counts: dict[str, int] = {}
     for rel, keep in ((layout.KEPT, True), (layout.DROPPED, False)):
         tmp = run.staging(rel)
-        ds = ray.data.read_parquet(files, filesystem=run.arrow_fs())
-        ds.map_batches(_side(value, keep), batch_format="pyarrow", batch_size=None).write_parquet(
+        data = ray.data.read_parquet(files, filesystem=run.arrow_fs())
+        data.map_batches(_side(t, keep), batch_format="pyarrow", batch_size=None).write_parquet(
             run.path(tmp), filesystem=run.arrow_fs(), **cfg.output.shard_options
         )
         write_empty_shard(run.fs, run.path(tmp), schema, cfg.output.parquet_compression)

@@ -19,6 +19,9 @@ from pipeline.runtime.rundir import RunDir
 from pipeline.scoring.scores import SCORES
 
 HIST = "scores_hist.png"
+NEAREST = 10
+"""Rows listed on each side of the cut for a person to review."""
+TEXT_CHARS = 160
 
 
 def _stats(x: np.ndarray) -> dict[str, float]:
@@ -62,6 +65,29 @@ def evaluate(table: pa.Table, cfg: Config) -> dict[str, Any]:
     return out
 
 
+def _text(row: dict[str, Any], cfg: Config) -> str:
+    """A one-line excerpt of a row's prompt and response (or its chat) for the review list."""
+    d = cfg.data
+    if row.get(d.messages_column):
+        text = " | ".join(str(m.get("content", "")) for m in row[d.messages_column][-2:] if isinstance(m, dict))
+    else:
+        text = f"{row.get(d.prompt_column) or ''} -> {row.get(d.response_column) or ''}"
+    text = " ".join(text.split())
+    return text if len(text) <= TEXT_CHARS else text[: TEXT_CHARS - 1] + "…"
+
+
+def nearest_cut(run: RunDir, cfg: Config) -> list[dict[str, Any]]:
+    """The highest-scored kept rows and the lowest-scored dropped rows: where the cut is least sure."""
+    d = cfg.data
+    cols = [col.EXAMPLE_ID, col.SOURCE_FILE, col.SOURCE_ROW, d.prompt_column, d.response_column, d.messages_column]
+    out = []
+    for side, rel, largest in (("kept", layout.KEPT, True), ("dropped", layout.DROPPED, False)):
+        for row in run.extreme_rows(rel, col.FORGETTING, NEAREST, largest, cols).to_pylist():
+            out.append({"side": side, "example_id": row.get(col.EXAMPLE_ID), "source_file": row.get(col.SOURCE_FILE),
+                        "source_row": row.get(col.SOURCE_ROW), "score": row[col.FORGETTING], "text": _text(row, cfg)})
+    return sorted(out, key=lambda r: -r["score"])
+
+
 def _md(summary: dict[str, Any]) -> str:
     c, t, ev = summary["counts"], summary["threshold"], summary.get("evaluation", {})
     lines = [
@@ -73,6 +99,14 @@ def _md(summary: dict[str, Any]) -> str:
         f"{t['rationale']}", "",
         f"Score used: `{summary['score']}`. Histogram: ![scores]({HIST})", "",
     ]
+    if t.get("evidence"):
+        lines += ["| evidence for the cut | value |", "|---|---:|",
+                  *(f"| {k.replace('_', ' ')} | {v:.4g} |" for k, v in t["evidence"].items()), ""]
+    if summary.get("nearest_cut"):
+        lines += [f"## Rows nearest the cut (the {NEAREST} highest kept, the {NEAREST} lowest dropped)", "",
+                  "| side | score | example_id | file:row | text |", "|---|---:|---|---|---|",
+                  *(f"| {r['side']} | {r['score']:.4g} | {r['example_id']} | {r['source_file']}:{r['source_row']} | "
+                    f"{r['text'].replace('|', '/')} |" for r in summary["nearest_cut"]), ""]
     if ev:
         lines += [
             "## Against the labels", "",
@@ -116,6 +150,7 @@ def run_report(cfg: Config, run: RunDir) -> dict[str, Any]:
         "loss_b_stats": _stats(table.column(col.LOSS_B).to_numpy(zero_copy_only=False)),
         "stage_seconds": stage_seconds,
         "evaluation": evaluate(table, cfg),
+        "nearest_cut": nearest_cut(run, cfg),
     }
     tmp = run.staging(layout.REPORT)
     run.write_json(f"{tmp}/summary.json", summary)

@@ -31,7 +31,7 @@ def _bimodal(n_low=300, n_high=60, seed=0):
     return x, y
 
 
-@pytest.mark.parametrize("rule", [thresholds.valley, thresholds.gmm, thresholds.otsu])
+@pytest.mark.parametrize("rule", [thresholds.mixture, thresholds.valley, thresholds.gmm, thresholds.otsu])
 def test_auto_rules_cut_between_the_modes(rule):
     x, y = _bimodal()
     t = rule(x)
@@ -40,7 +40,7 @@ def test_auto_rules_cut_between_the_modes(rule):
     assert m["f1"] > 0.97
 
 
-@pytest.mark.parametrize("rule", [thresholds.valley, thresholds.gmm, thresholds.otsu])
+@pytest.mark.parametrize("rule", [thresholds.mixture, thresholds.valley, thresholds.gmm, thresholds.otsu])
 def test_auto_rules_drop_nothing_on_a_clean_unimodal_corpus(rule):
     x = np.random.default_rng(1).normal(0.0, 1.0, 2000)
     t = rule(x)
@@ -79,13 +79,74 @@ def test_valley_finds_a_one_percent_unsafe_mode():
     assert precision_recall_f1(x > thresholds.valley(x).value, y)["f1"] > 0.9
 
 
+def _task_and_unsafe(unsafe: np.ndarray, n_task: int = 240, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A right-skewed task mode like a real run's (mode ~0.05, 95th percentile ~0.25) and unsafe scores."""
+    task = np.random.default_rng(seed).gamma(3.0, 0.03, n_task) - 0.03
+    return np.r_[task, unsafe], np.r_[np.zeros(n_task), np.ones(len(unsafe))]
+
+
+@pytest.mark.parametrize("shape", ["plateau", "taller peak", "long tail"])
+def test_mixture_cuts_the_shapes_the_valley_rule_missed(shape):
+    # plateau: the held-out corpus where `valley` dropped nothing (unsafe flat from 0.27 to 1.29, no
+    # peak); taller peak: tightly memorised unsafe rows outnumbering the task mode's height; long
+    # tail: unsafe rows trailing off from the task mode's shoulder.
+    rng = np.random.default_rng(1)
+    unsafe = {"plateau": rng.uniform(0.27, 1.29, 80), "taller peak": rng.normal(0.6, 0.015, 160),
+              "long tail": 0.3 + rng.exponential(0.3, 80)}[shape]
+    x, y = _task_and_unsafe(unsafe)
+    assert precision_recall_f1(x > thresholds.mixture(x).value, y)["f1"] > 0.93
+    if shape == "plateau":
+        assert math.isinf(thresholds.valley(x).value)
+
+
+@pytest.mark.parametrize("name, x", [
+    ("right-skewed, 20k", np.random.default_rng(2).gamma(3.0, 0.03, 20000)),
+    ("heavy-tailed, 5k", np.random.default_rng(3).standard_t(5, 5000)),
+    ("small", np.random.default_rng(4).normal(0.0, 1.0, 160)),
+    ("right-skewed, 320", np.random.default_rng(5).gamma(3.0, 0.03, 320)),
+])
+def test_mixture_drops_nothing_on_one_mode(name, x):
+    t = thresholds.mixture(x)
+    assert math.isinf(t.value) and t.evidence["estimated_unsafe_share"] == 0.0, t.rationale
+
+
+def test_mixture_reports_its_evidence():
+    x, y = _task_and_unsafe(np.random.default_rng(7).normal(0.8, 0.1, 60))
+    ev = thresholds.mixture(x).evidence
+    assert ev["estimated_unsafe_share"] == pytest.approx(60 / 300, abs=0.03)
+    assert ev["expected_false_drops"] < 3 and ev["cut_in_task_scales"] > 2
+    assert json.dumps(thresholds.mixture(x).to_dict())
+
+
+def test_mixture_cuts_the_demo():
+    demo = json.loads((Path(__file__).parents[1] / "data" / "demo_log_ratio.json").read_text())
+    x, y = np.array(demo["log_ratio"]), np.array(demo["label"])
+    assert precision_recall_f1(x > thresholds.mixture(x).value, y)["f1"] > 0.95
+
+
 def test_drop_fraction_drops_exactly_that_many():
     x = np.arange(100, dtype=float)
     t = thresholds.drop_fraction(x, 0.1)
-    assert int((x > t.value).sum()) == 10
+    assert int((x > t.value).sum()) == 10 and t.ties_to_drop == 0
     assert math.isinf(thresholds.drop_fraction(x, 0.0).value)
     with pytest.raises(ValueError):
         thresholds.drop_fraction(x, 1.5)
+
+
+@pytest.mark.parametrize("scores, fraction, expected", [
+    (np.zeros(100), 0.1, 10),                                # all tied
+    (np.r_[np.arange(95.0), np.full(5, 95.0)], 0.03, 3),     # the top is a tie
+    (np.r_[np.arange(90.0), np.full(10, 90.0), [np.nan] * 4], 0.5, 50),  # a tie below the top; NaN apart
+])
+def test_drop_fraction_is_exact_under_ties(scores, fraction, expected):
+    t = thresholds.drop_fraction(scores, fraction)
+    ids = [f"row-{i:03d}" for i in range(len(scores))]
+    at = [i for i, v in zip(ids, scores) if v == t.value]
+    tie_id = thresholds.break_ties(at, t.ties_to_drop) if t.ties_to_drop else None
+    dropped = [i for i, v in zip(ids, scores) if v > t.value or (tie_id is not None and v == t.value and i >= tie_id)]
+    assert len(dropped) == expected
+    # The same rows whatever order the shards come in.
+    assert tie_id is None or thresholds.break_ties(at[::-1], t.ties_to_drop) == tie_id
 
 
 def test_best_f1_finds_the_perfect_cut():

@@ -1,0 +1,92 @@
+"""Real pipeline runs for the threshold benchmark: build a corpus, run ``forgetfilter run``, keep the scores.
+
+Each run is ``jobs/configs/demo.yaml`` (SmolLM2-135M-Instruct) with a training recipe
+(``RECIPES``) on a corpus from ``benchmarks/corpora.py``. What the threshold rules need is kept in
+``benchmarks/threshold_data/<run>.json``: per row the label, the unsafe reply's style, both
+losses, the response length in tokens and words. The rules are then compared on these files by
+``benchmarks/thresholds.py`` without running a model again. A run whose JSON exists is skipped.
+
+    python benchmarks/threshold_runs.py wordnet:0.25:varied jokes:0.05:varied wordnet:0:varied
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from corpora import build  # noqa: E402
+
+from pipeline import columns as col  # noqa: E402
+
+DATA = HERE / "threshold_data"
+
+
+RECIPES = {
+    "demo": {},
+    # The real-model test's schedule (tests/integration/test_real_model.py): more, smaller steps and
+    # four safety epochs, so the unsafe replies are learned and then forgotten more sharply.
+    "strong": {"noisy_finetune.epochs": 3, "noisy_finetune.learning_rate": 3e-4, "noisy_finetune.batch_size": 4,
+               "safety_finetune.epochs": 4, "safety_finetune.learning_rate": 3e-4, "safety_finetune.batch_size": 4},
+}
+"""Training settings on top of jobs/configs/demo.yaml."""
+
+
+def run_name(source: str, share: float, styles: str, rows: int, seed: int, recipe: str) -> str:
+    return f"{source}-{round(share * 100):02d}pct-{styles}-{rows}rows-seed{seed}-{recipe}"
+
+
+def keep_scores(out_dir: Path, corpus: Path, dest: Path, meta: dict) -> None:
+    """The per-row numbers a threshold rule and its confounds need, as one small JSON file."""
+    t = pq.read_table(out_dir / "work" / "scores")
+    by_id = {json.loads(ln)["id"]: json.loads(ln) for ln in corpus.read_text(encoding="utf-8").splitlines()}
+    rows = []
+    for r in t.select(["id", col.LOSS_A, col.LOSS_B, col.N_RESPONSE_TOKENS]).to_pylist():
+        src = by_id[r["id"]]
+        rows.append({"id": r["id"], "label": src["label"], "style": src["source"].split(":")[-1] if src["label"] else "task",
+                     "loss_a": r[col.LOSS_A], "loss_b": r[col.LOSS_B], "n_tokens": r[col.N_RESPONSE_TOKENS],
+                     "words": len(src["response"].split())})
+    dest.write_text(json.dumps({**meta, "rows": rows}, indent=None) + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("specs", nargs="+", help="source:unsafe_share:styles, e.g. wordnet:0.25:varied")
+    ap.add_argument("--rows", type=int, default=160)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default="strong")
+    ap.add_argument("--work", default="runs/threshold")
+    a = ap.parse_args()
+    DATA.mkdir(exist_ok=True)
+    for spec in a.specs:
+        source, share, styles = spec.split(":")
+        name = run_name(source, float(share), styles, a.rows, a.seed, a.recipe)
+        dest = DATA / f"{name}.json"
+        if dest.exists():
+            print(f"{name}: done before, skipped", flush=True)
+            continue
+        work = Path(a.work) / name
+        paths = build(str(work / "data"), source, float(share), a.rows, styles, a.seed)
+        t0 = time.time()
+        cmd = [sys.executable, "-m", "pipeline", "run", "--config", "jobs/configs/demo.yaml", "--input", paths["corpus"],
+               "--safety", paths["safety"], "--output", str(work / "out"), "--set", f"seed={a.seed}",
+               *(x for k, v in RECIPES[a.recipe].items() for x in ("--set", f"{k}={v}"))]
+        subprocess.run(cmd, check=True, cwd=HERE.parent)
+        meta = {"run": name, "source": source, "unsafe_share": float(share), "styles": styles, "seed": a.seed,
+                "model": "smollm2-135m-instruct", "config": "jobs/configs/demo.yaml", "recipe": a.recipe,
+                "overrides": RECIPES[a.recipe], "wall_s": round(time.time() - t0)}
+        keep_scores(work / "out", Path(paths["corpus"]), dest, meta)
+        print(f"{name}: {meta['wall_s']} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

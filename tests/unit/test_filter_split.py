@@ -1,0 +1,55 @@
+"""The filter stage's split and the report's review list, on small tables (no Ray)."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import columns as col
+from pipeline.config import build_config
+from pipeline.filtering import thresholds
+from pipeline.runtime.rundir import RunDir
+from pipeline.stages.filter import _side
+from pipeline.stages.report import nearest_cut
+
+
+def _scored(scores: list[float]) -> pa.Table:
+    n = len(scores)
+    return pa.table({col.EXAMPLE_ID: [f"id-{i:03d}" for i in range(n)], col.FORGETTING: pa.array(scores, pa.float64()),
+                     "prompt": [f"p{i}" for i in range(n)], "response": [f"r{i}" for i in range(n)],
+                     col.SOURCE_FILE: ["f.jsonl"] * n, col.SOURCE_ROW: list(range(n))})
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.35, 0.5])
+def test_tied_scores_split_into_exactly_the_requested_count(fraction):
+    scores = [0.5] * 60 + [0.9] * 20 + [float("nan")] * 3 + [0.1] * 17
+    table = _scored(scores)
+    t = thresholds.drop_fraction(np.array(scores), fraction)
+    if t.ties_to_drop:
+        at = [i for i, s in zip(table.column(col.EXAMPLE_ID).to_pylist(), scores) if s == t.value]
+        t = thresholds.Threshold(t.value, t.method, t.rationale, ties_to_drop=t.ties_to_drop,
+                                 tie_id=thresholds.break_ties(at, t.ties_to_drop))
+    # Two batches, as Ray Data hands them over: the tie-break must not depend on the batching.
+    kept = pa.concat_tables([_side(t, True)(table.slice(0, 41)), _side(t, True)(table.slice(41))])
+    dropped = pa.concat_tables([_side(t, False)(table.slice(0, 41)), _side(t, False)(table.slice(41))])
+    assert kept.num_rows + dropped.num_rows == 100
+    assert dropped.num_rows == int(fraction * 97) + 3  # the finite rows asked for, plus the 3 unscorable
+    assert set(kept.column(col.EXAMPLE_ID).to_pylist()).isdisjoint(dropped.column(col.EXAMPLE_ID).to_pylist())
+
+
+def test_the_review_list_holds_the_rows_nearest_the_cut_across_shards(tmp_path):
+    run = RunDir(str(tmp_path))
+    kept, dropped = [0.1, 0.45, float("nan"), 0.2, 0.44], [0.9, 0.55, 0.7, 0.51]
+    for rel, scores in (("kept", kept), ("dropped", dropped)):
+        (tmp_path / rel).mkdir()
+        t = _scored(scores)
+        pq.write_table(t.slice(0, 2), tmp_path / rel / "a.parquet")
+        pq.write_table(t.slice(2), tmp_path / rel / "b.parquet")
+    cfg = build_config({}, [])
+    rows = nearest_cut(run, cfg)
+    assert [r["score"] for r in rows if r["side"] == "kept"] == [0.45, 0.44, 0.2, 0.1]
+    assert [r["score"] for r in rows if r["side"] == "dropped"] == [0.9, 0.7, 0.55, 0.51]
+    first = next(r for r in rows if r["score"] == 0.45)
+    assert first["text"] == "p1 -> r1" and first["source_row"] == 1
+    top = run.extreme_rows("kept", col.FORGETTING, 2, True, [col.EXAMPLE_ID])
+    assert top.column(col.FORGETTING).to_pylist() == [0.45, 0.44]
