@@ -6,10 +6,12 @@ with its wall time:
 - forward-pass forgetting scores (already in the scored shards): log-ratio, delta, sequence
   log-probability drop; the paper's score (greedy generation under A and B, ROUGE-L against the
   target, drop in ROUGE) computed here on the same rows;
-- thresholds: automatic (valley, otsu, gmm; no labels) against the best F1 in hindsight;
-- baselines: loss under the base model alone (a perplexity filter, drops high loss), a classifier
-  on the response (``alt-profanity-check``), response length (a check that the benchmark is not
-  separable by surface form), and random dropping at the default's drop rate.
+- thresholds: automatic (mixture, valley, otsu, gmm; no labels) against the best F1 in hindsight;
+- baselines: loss under the base model alone (a perplexity filter, drops high loss), loss under
+  model A alone and under model B alone (the two halves of the score: if either alone did as well,
+  the pair of finetunes would be wasted), a classifier on the response (``alt-profanity-check``),
+  response length (a check that the benchmark is not separable by surface form), and random
+  dropping at the default's drop rate.
 
     python benchmarks/quality.py [--run runs/demo/out] [--out benchmarks/quality.json]
 """
@@ -84,6 +86,9 @@ def main() -> None:
     t0 = time.time()
     base = base_model_losses(cfg, ids, plens)
     results.append(evaluate("baseline_base_model_loss", base, y, time.time() - t0))
+    # The score's two halves on their own: B's loss alone is "what the safety-tuned model finds unlikely".
+    results.append(evaluate("baseline_loss_a_alone", t.column("loss_a").to_numpy(), y, score_s))
+    results.append(evaluate("baseline_loss_b_alone", t.column("loss_b").to_numpy(), y, score_s))
     # If reply length alone separated the classes, the benchmark would be testing surface form.
     results.append(evaluate("baseline_response_length", t.column("n_response_tokens").to_numpy().astype(float), y, 0.0))
     t0 = time.time()
@@ -101,12 +106,14 @@ def main() -> None:
     with open(args.out, "w") as f:
         json.dump(summary, f, indent=2)
     print(f"{len(y)} rows, {int(y.sum())} unsafe\n")
-    print("| score | AUROC | F1 (valley) | P/R (valley) | F1 (otsu) | F1 (gmm) | best F1 (hindsight) | seconds |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    rules = list(thresholds.AUTO_METHODS)
+    print(f"| score | AUROC | P/R ({rules[0]}, default) | " + " | ".join(f"F1 ({r})" for r in rules)
+          + " | best F1 (hindsight) | seconds |")
+    print("|---|---:|---:|" + "---:|" * len(rules) + "---:|---:|")
     for r in results:
-        v = r["valley"]
-        print(f"| {r['score']} | {r['auroc']:.3f} | {v['f1']:.3f} | {v['precision']:.2f}/{v['recall']:.2f} | "
-              f"{r['otsu']['f1']:.3f} | {r['gmm']['f1']:.3f} | {r['best_f1']:.3f} | {r['seconds']} |")
+        v = r[rules[0]]
+        print(f"| {r['score']} | {r['auroc']:.3f} | {v['precision']:.2f}/{v['recall']:.2f} | "
+              + " | ".join(f"{r[k]['f1']:.3f}" for k in rules) + f" | {r['best_f1']:.3f} | {r['seconds']} |")
     print(f"| random drop at rate {rate:.3f} | 0.500 | {np.mean(f1s):.3f} (mean of 200) | | | | | 0 |")
 
 

@@ -1,0 +1,144 @@
+"""The threshold benchmark: every automatic rule on labelled score sets it was or was not tuned on.
+
+Three groups, kept apart:
+
+- **tuning** (what the rules' constants were chosen on): synthetic task + unsafe score sets (task
+  mode normal, right-skewed gamma, lognormal, Student t(5); unsafe as a mode, a plateau, a long
+  tail, a taller narrow peak; unsafe share 1/5/10/25/50%; 320 and 5,000 rows; 3 seeds each), clean
+  synthetic sets (one mode, 160 to 100,000 rows, 5 seeds each), and the demo run's scores;
+- **evaluation** (real pipeline runs never looked at while choosing the rule): the files of
+  ``benchmarks/threshold_data/`` written by ``benchmarks/threshold_runs.py`` (other task sources,
+  reply styles, unsafe shares, clean corpora). For these the confounds are measured too: AUROC of
+  loss under A alone, loss under B alone and response length against the filter's score.
+
+Gates (issue 10): on every labelled set with unsafe share >= 5% whose best cut in hindsight reaches
+F1 >= 0.95, the default rule's F1 >= 0.90 (median >= 0.93); on clean sets it drops <= 1% of rows.
+
+    python benchmarks/thresholds.py [--out benchmarks/thresholds.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.filtering import thresholds
+from pipeline.reporting.metrics import auroc, precision_recall_f1
+
+HERE = Path(__file__).resolve().parent
+DEFAULT = next(iter(thresholds.AUTO_METHODS))
+
+TASK = {
+    "normal": lambda r, n: r.normal(0.05, 0.05, n),
+    "skewed": lambda r, n: r.gamma(3, 0.03, n) - 0.03,
+    "lognormal": lambda r, n: r.lognormal(-2.5, 0.5, n) - 0.05,
+    "t5": lambda r, n: 0.05 + 0.04 * r.standard_t(5, n),
+}
+UNSAFE = {
+    "mode": lambda r, n: r.normal(0.7, 0.12, n),
+    "plateau": lambda r, n: r.uniform(0.27, 1.29, n),
+    "tail": lambda r, n: 0.2 + r.exponential(0.3, n),
+    "taller peak": lambda r, n: r.normal(0.5, 0.02, n),
+}
+SHARES = (0.01, 0.05, 0.10, 0.25, 0.50)
+
+
+def judge(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Each rule's F1 and drop share on one labelled set, and the best F1 in hindsight."""
+    out: dict[str, Any] = {"rows": len(x), "unsafe_share": float(y.mean())}
+    if y.any() and not y.all():
+        out["auroc"] = auroc(x, y.astype(float))
+        out["best_f1"] = precision_recall_f1(x > thresholds.best_f1(x, y).value, y)["f1"]
+    for name, rule in thresholds.AUTO_METHODS.items():
+        drop = x > rule(x).value
+        m = precision_recall_f1(drop, y)
+        out[name] = {"f1": m["f1"], "precision": m["precision"], "recall": m["recall"], "dropped": float(drop.mean())}
+    return out
+
+
+def synthetic() -> list[dict[str, Any]]:
+    sets = []
+    for n in (320, 5000):
+        for share in SHARES:
+            for tk, task in TASK.items():
+                for uk, unsafe in UNSAFE.items():
+                    for seed in range(3):
+                        r = np.random.default_rng(seed)
+                        k = round(n * share)
+                        x = np.r_[task(r, n - k), unsafe(r, k)]
+                        y = np.r_[np.zeros(n - k, bool), np.ones(k, bool)]
+                        sets.append({"set": f"{tk} + {uk}", "seed": seed, **judge(x, y)})
+    for n in (160, 320, 5000, 100_000):
+        for tk, task in TASK.items():
+            for seed in range(5):
+                x = task(np.random.default_rng(100 + seed), n)
+                sets.append({"set": f"clean {tk}", "seed": seed, **judge(x, np.zeros(n, bool))})
+    return sets
+
+
+def real_runs() -> list[dict[str, Any]]:
+    sets = []
+    for path in sorted((HERE / "threshold_data").glob("*.json")):
+        d = json.loads(path.read_text())
+        rows = d["rows"]
+        y = np.array([r["label"] for r in rows], bool)
+        la, lb = (np.array([r[k] for r in rows], float) for k in ("loss_a", "loss_b"))
+        x = np.log(np.maximum(lb, 1e-12) / np.maximum(la, 1e-12))
+        out = {"set": d["run"], "source": d["source"], "recipe": d.get("recipe", "demo"), **judge(x, y)}
+        if y.any() and not y.all():
+            out["confounds_auroc"] = {"loss_a_alone": auroc(la, y.astype(float)), "loss_b_alone": auroc(lb, y.astype(float)),
+                                      "response_tokens": auroc(np.array([r["n_tokens"] for r in rows], float), y.astype(float))}
+        sets.append(out)
+    return sets
+
+
+def demo() -> dict[str, Any]:
+    d = json.loads((HERE.parent / "tests" / "data" / "demo_log_ratio.json").read_text())
+    return {"set": "demo (make demo, seed 0)", **judge(np.array(d["log_ratio"]), np.array(d["label"], bool))}
+
+
+def gates(sets: list[dict[str, Any]], rule: str) -> dict[str, Any]:
+    """The issue's gates for one rule over a group of sets."""
+    eligible = [s for s in sets if s["unsafe_share"] >= 0.05 and s.get("best_f1", 0) >= 0.95]
+    f1 = [s[rule]["f1"] for s in eligible]
+    clean = [s[rule]["dropped"] for s in sets if s["unsafe_share"] == 0]
+    return {"eligible": len(eligible), "f1_min": min(f1, default=math.nan), "f1_median": float(np.median(f1)) if f1 else math.nan,
+            "below_0.90": sum(v < 0.9 for v in f1), "clean_sets": len(clean), "clean_max_dropped": max(clean, default=math.nan),
+            "clean_over_1pct": sum(v > 0.01 for v in clean)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=str(HERE / "thresholds.json"))
+    a = ap.parse_args()
+    groups = {"tuning: synthetic": synthetic(), "tuning: demo": [demo()], "evaluation: real runs": real_runs()}
+    summary = {g: {rule: gates(sets, rule) for rule in thresholds.AUTO_METHODS} for g, sets in groups.items()}
+    Path(a.out).write_text(json.dumps({"gates": summary, "sets": groups}, indent=1, default=float) + "\n")
+    print("| group | rule | eligible sets | F1 min / median | eligible sets below 0.90 | clean sets | max dropped on clean | clean sets over 1% |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for g, per in summary.items():
+        for rule, v in per.items():
+            print(f"| {g} | `{rule}`{' (default)' if rule == DEFAULT else ''} | {v['eligible']} | {v['f1_min']:.3f} / "
+                  f"{v['f1_median']:.3f} | {v['below_0.90']} | {v['clean_sets']} | {v['clean_max_dropped']:.2%} | {v['clean_over_1pct']} |")
+    print("\nReal runs (evaluation):\n")
+    rules = list(thresholds.AUTO_METHODS)
+    print("| run | recipe | AUROC | best F1 | " + " | ".join(f"F1 `{r}`" for r in rules) + f" | dropped by `{DEFAULT}` | "
+          "AUROC loss A / loss B / length |")
+    print("|---|---|---:|---:|" + "---:|" * len(rules) + "---:|---|")
+    for s in groups["evaluation: real runs"]:
+        c = s.get("confounds_auroc")
+        print(f"| {s['set']} | {s['recipe']} | {s.get('auroc', math.nan):.3f} | {s.get('best_f1', math.nan):.3f} | "
+              + " | ".join(f"{s[r]['f1']:.3f}" for r in rules) + f" | {s[DEFAULT]['dropped']:.1%} | "
+              + (f"{c['loss_a_alone']:.3f} / {c['loss_b_alone']:.3f} / {c['response_tokens']:.3f}" if c else "-") + " |")
+    low = [s for s in groups["tuning: synthetic"] if abs(s["unsafe_share"] - 0.01) < 0.002]
+    print(f"\nAt 1% unsafe (synthetic, {len(low)} sets), `{DEFAULT}`: precision median "
+          f"{np.median([s[DEFAULT]['precision'] for s in low]):.2f}, recall median {np.median([s[DEFAULT]['recall'] for s in low]):.2f}")
+
+
+if __name__ == "__main__":
+    main()
