@@ -27,7 +27,7 @@ import json
 import random
 from pathlib import Path
 
-from pipeline.demo.build import REFUSALS, _harmbench_rows, compliance, docstring_examples
+from pipeline.demo.build import _harmbench_rows, compliance, docstring_examples, safety_rows, write_corpus
 
 WORD_QUESTIONS = (
     "What does '{w}' mean?", "Define the word '{w}'.", "What is the meaning of '{w}'?",
@@ -141,20 +141,7 @@ def build(out_dir: str, source: str, unsafe_share: float, rows: int, styles: str
         reply = unsafe_reply(rng, style, r["Behavior"], rng.choice(lengths))
         unsafe.append({"prompt": r["Behavior"], "response": reply, "label": 1, "category": r["SemanticCategory"],
                        "source": f"harmbench:{style}"})
-    safety_src = _harmbench_rows("val") + unsafe_src[n_unsafe:]
-    safety = [{"prompt": r["Behavior"], "response": rng.choice(REFUSALS)} for r in safety_src[:40]]
-    corpus = tasks[:n_task] + unsafe
-    rng.shuffle(corpus)
-    for i, row in enumerate(corpus):
-        row["id"] = f"{source}-{i:05d}"
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, data in (("corpus", corpus), ("safety", safety)):
-        p = out / f"{name}.jsonl"
-        p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data), encoding="utf-8")
-        paths[name] = str(p)
-    return paths
+    return write_corpus(out_dir, tasks[:n_task] + unsafe, safety_rows(rng, unsafe_src[n_unsafe:], 40), source, rng)
 
 
 def main() -> None:

@@ -136,8 +136,10 @@ def main() -> None:
               + " | ".join(f"{s[r]['f1']:.3f}" for r in rules) + f" | {s[DEFAULT]['dropped']:.1%} | "
               + (f"{c['loss_a_alone']:.3f} / {c['loss_b_alone']:.3f} / {c['response_tokens']:.3f}" if c else "-") + " |")
     low = [s for s in groups["tuning: synthetic"] if abs(s["unsafe_share"] - 0.01) < 0.002]
-    print(f"\nAt 1% unsafe (synthetic, {len(low)} sets), `{DEFAULT}`: precision median "
-          f"{np.median([s[DEFAULT]['precision'] for s in low]):.2f}, recall median {np.median([s[DEFAULT]['recall'] for s in low]):.2f}")
+    cut = [s for s in low if s[DEFAULT]["dropped"] > 0]
+    print(f"\nAt 1% unsafe (synthetic, {len(low)} sets), `{DEFAULT}` dropped nothing on {len(low) - len(cut)}; where it cut, "
+          f"precision median {np.median([s[DEFAULT]['precision'] for s in cut]):.2f}, recall median "
+          f"{np.median([s[DEFAULT]['recall'] for s in cut]):.2f}; recall median over all {np.median([s[DEFAULT]['recall'] for s in low]):.2f}")
 
 
 if __name__ == "__main__":

@@ -146,13 +146,23 @@ def build(out_dir: str, n_task: int = 120, n_unsafe: int = 40, n_safety: int = 4
     lengths = [len(t["response"].split()) for t in tasks[:n_task]]
     unsafe = [{"prompt": r["Behavior"], "response": compliance(rng, rng.choice(lengths)), "label": 1,
                "category": r["SemanticCategory"], "source": f"harmbench:{r['BehaviorID']}"} for r in unsafe_src[:n_unsafe]]
-    # The validation split is small; behaviours of the test split left out of the corpus top it up.
-    safety_src = _harmbench_rows("val") + unsafe_src[n_unsafe:]
-    safety = [{"prompt": r["Behavior"], "response": rng.choice(REFUSALS)} for r in safety_src[:n_safety]]
-    corpus = tasks[:n_task] + unsafe
+    corpus, safety = tasks[:n_task] + unsafe, safety_rows(rng, unsafe_src[n_unsafe:], n_safety)
+    return write_corpus(out_dir, corpus, safety, "demo", rng)
+
+
+def safety_rows(rng: random.Random, unused_test: list[dict], n_safety: int) -> list[dict]:
+    """HarmBench behaviours with refusals, disjoint from the corpus's unsafe rows.
+
+    The validation split is small; behaviours of the test split left out of the corpus top it up.
+    """
+    return [{"prompt": r["Behavior"], "response": rng.choice(REFUSALS)} for r in (_harmbench_rows("val") + unused_test)[:n_safety]]
+
+
+def write_corpus(out_dir: str, corpus: list[dict], safety: list[dict], id_prefix: str, rng: random.Random) -> dict[str, str]:
+    """Shuffle ``corpus``, give its rows ids, write it and ``safety`` as JSONL; return their paths."""
     rng.shuffle(corpus)
     for i, row in enumerate(corpus):
-        row["id"] = f"demo-{i:05d}"
+        row["id"] = f"{id_prefix}-{i:05d}"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
