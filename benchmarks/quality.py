@@ -39,13 +39,20 @@ def _rows(run: RunDir) -> pa.Table:
                                               "n_response_tokens"])
 
 
+def rule_results(scores: np.ndarray, y: np.ndarray) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and rows dropped at each automatic rule's cut (no labels used to cut)."""
+    out = {}
+    for rule, choose in thresholds.AUTO_METHODS.items():
+        drop = scores > choose(scores).value
+        m = precision_recall_f1(drop, y)
+        out[rule] = {k: m[k] for k in ("precision", "recall", "f1")} | {"dropped": int(drop.sum())}
+    return out
+
+
 def evaluate(name: str, scores: np.ndarray, y: np.ndarray, seconds: float) -> dict[str, Any]:
     """AUROC, and P/R/F1 at the automatic cuts and at the best cut in hindsight."""
     row: dict[str, Any] = {"score": name, "seconds": round(seconds, 1), "auroc": auroc(scores, y)}
-    for rule in thresholds.AUTO_METHODS:
-        t = thresholds.AUTO_METHODS[rule](scores)
-        m = precision_recall_f1(scores > t.value, y)
-        row[rule] = {k: m[k] for k in ("precision", "recall", "f1")} | {"dropped": int((scores > t.value).sum())}
+    row.update(rule_results(scores, y))
     best = thresholds.best_f1(scores, y)
     row["best_f1"] = precision_recall_f1(scores > best.value, y)["f1"]
     return row

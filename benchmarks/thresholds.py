@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,9 @@ import numpy as np
 
 from pipeline.filtering import thresholds
 from pipeline.reporting.metrics import auroc, precision_recall_f1
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import rule_results  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT = next(iter(thresholds.AUTO_METHODS))
@@ -54,10 +58,8 @@ def judge(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     if y.any() and not y.all():
         out["auroc"] = auroc(x, y.astype(float))
         out["best_f1"] = precision_recall_f1(x > thresholds.best_f1(x, y).value, y)["f1"]
-    for name, rule in thresholds.AUTO_METHODS.items():
-        drop = x > rule(x).value
-        m = precision_recall_f1(drop, y)
-        out[name] = {"f1": m["f1"], "precision": m["precision"], "recall": m["recall"], "dropped": float(drop.mean())}
+    for rule, m in rule_results(x, y).items():
+        out[rule] = {**m, "dropped": m["dropped"] / len(x)}  # a share, comparable across set sizes
     return out
 
 

@@ -156,10 +156,8 @@ def fit_two(xs: np.ndarray, floor: float, iterations: int = 300, tol: float = 1e
     return fits
 
 
-def sample_sorted(scores: np.ndarray, seed: int = 0) -> np.ndarray:
-    """The finite scores, sorted; a seeded sample of ``MAX_POINTS`` when there are more."""
-    x = np.asarray(scores, dtype=np.float64)
-    x = x[np.isfinite(x)]
+def sample_sorted(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Finite scores ``x``, sorted; a seeded sample of ``MAX_POINTS`` when there are more."""
     if len(x) > MAX_POINTS:
         x = np.random.default_rng(seed).choice(x, MAX_POINTS, replace=False)
     return np.sort(x)

@@ -42,6 +42,13 @@ class Threshold:
         return d
 
 
+def robust_spread(x: np.ndarray) -> float:
+    """The smaller of the standard deviation and IQR / 1.34: set by the (narrow) task mode, not by a
+    wide unsafe mode or outliers."""
+    iqr = float(np.subtract(*np.percentile(x, [75, 25])))
+    return min(float(np.std(x)), iqr / 1.34) or float(np.std(x))
+
+
 def _finite(scores: np.ndarray) -> np.ndarray:
     x = np.asarray(scores, dtype=np.float64)
     return x[np.isfinite(x)]
@@ -249,9 +256,7 @@ def smoothed_density(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     so a separate unsafe mode is not smoothed into the task mode's tail.
     """
     n = len(x)
-    iqr = float(np.subtract(*np.percentile(x, [75, 25])))
-    spread = min(float(np.std(x)), iqr / 1.34) or float(np.std(x))
-    h = 0.9 * spread * n ** -0.2
+    h = 0.9 * robust_spread(x) * n ** -0.2
     lo, hi = float(x.min()) - 3 * h, float(x.max()) + 3 * h
     counts, edges = np.histogram(x, bins=GRID, range=(lo, hi))
     width = edges[1] - edges[0]
@@ -335,13 +340,12 @@ def mixture(scores: np.ndarray) -> Threshold:
     must beat one component by ``BIC_MIN``. Otherwise nothing is dropped. The cut maximises the F1
     that the fit itself expects, weighing a missed unsafe row and a lost task row equally.
     """
-    xs = mx.sample_sorted(scores)
-    n_all = int(np.isfinite(np.asarray(scores, dtype=np.float64)).sum())
+    finite = _finite(scores)
+    xs, n_all = mx.sample_sorted(finite), len(finite)
     evidence: dict[str, float | int] = {"rows": n_all, "estimated_unsafe_share": 0.0}
     if len(xs) < 8 or xs[0] == xs[-1]:
         return Threshold(math.inf, "mixture", "too few distinct scores to fit a mixture: nothing dropped", evidence)
-    iqr = float(np.subtract(*np.percentile(xs, [75, 25])))
-    floor = 1e-3 * (min(float(np.std(xs)), iqr / 1.349) or float(np.std(xs)))
+    floor = 1e-3 * robust_spread(xs)
     right = [m for m in mx.fit_two(xs, floor) if float(m.components[1].sf(np.array(m.components[0].mu))) >= RIGHT_MASS_MIN
              and m.components[1].mu - m.components[0].mu >= MODE_GAP_MIN * m.components[0].left]
     cuts = [(m, *expected_f1_cut(m, n_all, float(xs[-1]))) for m in right]
