@@ -64,8 +64,8 @@ def main() -> None:
     simulate = args.simulate or not bf16_supported(torch.cuda.is_available())
     common = dict(model_a=run.uri(layout.MODEL_A), model_b=run.uri(layout.MODEL_B), method="log_ratio",
                   max_tokens=8192, use_gpu=torch.cuda.is_available())
-    fp32, s32 = score(PairScorer(bf16=False, **common), ids, prompt_lens)
-    low = PairScorer(bf16=not simulate, **common)
+    fp32, s32 = score(PairScorer(precision="fp32", **common), ids, prompt_lens)
+    low = PairScorer(precision="fp32" if simulate else "bf16", **common)
     if simulate:
         for m in low.models:
             simulate_bf16_linears(m)

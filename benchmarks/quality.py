@@ -63,7 +63,7 @@ def base_model_losses(cfg: Config, ids: list, plens: list) -> np.ndarray:
     from pipeline.scoring.scorer import PairScorer
 
     base = cfg.model.name_or_path
-    scorer = PairScorer(base, base, "log_ratio", cfg.scoring.max_tokens_per_batch, False, False, threads=None)
+    scorer = PairScorer(base, base, "log_ratio", cfg.scoring.max_tokens_per_batch, "fp32", False, threads=None)
     scorer.models = scorer.models[:1] * 2  # one model is enough; the pair API is reused
     return scorer.losses(ids, plens)[0]
 
@@ -87,7 +87,7 @@ def main() -> None:
 
         t0 = time.time()
         scorer = PairScorer(run.uri(layout.MODEL_A), run.uri(layout.MODEL_B), "rouge", cfg.scoring.max_tokens_per_batch,
-                            False, False, max_new_tokens=cfg.scoring.rouge_max_new_tokens)
+                            "fp32", False, max_new_tokens=cfg.scoring.rouge_max_new_tokens)
         out = scorer(pa.table({"input_ids": t.column("input_ids"), "prompt_len": t.column("prompt_len")}))
         results.append(evaluate("rouge_paper", out.column("score_rouge").to_numpy(), y, time.time() - t0))
     t0 = time.time()

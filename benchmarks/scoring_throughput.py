@@ -51,9 +51,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         model = args.model or build_tiny_model(os.path.join(d, "tiny"), ["a b c d e f g h"] * 20)
         path = resolve_model(model)
-        scorer = PairScorer(path, path, "log_ratio", args.max_tokens, bf16, use_gpu=False, threads=args.threads)
+        scorer = PairScorer(path, path, "log_ratio", args.max_tokens, "bf16" if bf16 else "fp32", use_gpu=False, threads=args.threads)
         params = sum(p.numel() for p in scorer.models[0].parameters())
-        vocab = scorer.models[0].config.vocab_size
+        vocab = scorer.models[0].lm.config.vocab_size
         rng = np.random.default_rng(0)
         n = args.prompt_len + args.response_len
         ids = [rng.integers(3, vocab, n).astype(np.int32) for _ in range(args.rows)]

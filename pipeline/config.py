@@ -97,6 +97,9 @@ class FinetuneConfig(Section):
     max_examples: int | None = Field(
         None, gt=0, description="Train on a seeded sample of at most this many rows (for very large corpora)."
     )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: far less memory for about a third more compute."
+    )
     train_layers: int | None = Field(
         None, gt=0, description="Train only the top N transformer blocks (and the final norm); empty -> all weights. "
         "Cuts backward cost where compute is scarce."

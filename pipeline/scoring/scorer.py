@@ -2,8 +2,10 @@
 
 One instance per Ray Data actor, so the two models are loaded once and reused for every batch.
 Batches are cut into micro-batches by a token budget, longest rows first, to bound activation
-memory and cut padding. On CPU the weights stay fp32 and matmuls run under bf16 autocast where the
-CPU supports it; on GPU the weights are loaded in bf16.
+memory and cut padding. Only response positions go through the LM head (``models.response_lm``).
+The precision is resolved here, on the machine that holds the device, not on a CPU-only head node:
+on CPU the weights stay fp32 and matmuls run under bf16 autocast where the CPU supports it; on GPU
+the weights are loaded in bf16.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import columns as col
+from pipeline.errors import StageError
+from pipeline.models.precision import use_bf16
 from pipeline.runtime.memory import release_free_heap
-from pipeline.scoring.losses import per_example_mean_nll
+from pipeline.scoring.losses import per_example_mean
 from pipeline.scoring.rouge import rouge_drop
 from pipeline.scoring.scores import compute_scores
 from pipeline.text.formatting import collate, token_budget_batches
@@ -25,18 +29,23 @@ from pipeline.text.formatting import collate, token_budget_batches
 class PairScorer:
     """Callable class for ``Dataset.map_batches``: pyarrow batch in, same rows plus score columns out."""
 
-    def __init__(self, model_a: str, model_b: str, method: str, max_tokens: int, bf16: bool, use_gpu: bool,
+    def __init__(self, model_a: str, model_b: str, method: str, max_tokens: int, precision: str, use_gpu: bool,
                  trust_remote_code: bool = False, max_new_tokens: int = 48, threads: int | None = None) -> None:
         import torch
 
         from pipeline.models.loading import load_model, load_tokenizer, resolve_model
+        from pipeline.models.response_lm import ResponseLM
 
         if threads:
             torch.set_num_threads(threads)
-        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        dtype = torch.bfloat16 if bf16 and self.device.type == "cuda" else torch.float32
+        if use_gpu and not torch.cuda.is_available():
+            # A silent CPU fallback would turn a GPU-hour job into weeks; fail where it is seen.
+            raise StageError("score: scoring.gpus_per_actor > 0 but this actor sees no CUDA device")
+        self.device = torch.device("cuda" if use_gpu else "cpu")
+        bf16 = use_bf16(precision, use_gpu)
+        dtype = torch.bfloat16 if bf16 and use_gpu else torch.float32
         path_a, path_b = resolve_model(model_a), resolve_model(model_b)
-        self.models = [load_model(p, trust_remote_code, dtype).to(self.device) for p in (path_a, path_b)]
+        self.models = [ResponseLM(load_model(p, trust_remote_code, dtype)).to(self.device) for p in (path_a, path_b)]
         self.tokenizer = load_tokenizer(path_a, trust_remote_code)
         self.method, self.max_tokens, self.max_new_tokens = method, max_tokens, max_new_tokens
         self.autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 and self.device.type == "cpu" else nullcontext()
@@ -53,9 +62,8 @@ class PairScorer:
             t = {k: v.to(self.device) for k, v in t.items()}
             with torch.inference_mode(), self.autocast:
                 for m, model in enumerate(self.models):
-                    logits = model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits
-                    means, c = per_example_mean_nll(logits, t["labels"])
-                    out[m, group] = means.float().cpu().numpy()
+                    means, c = per_example_mean(*model(t["input_ids"], t["attention_mask"], t["labels"]), len(group))
+                    out[m, group] = means.cpu().numpy()
             counts[group] = c.cpu().numpy()
         return out[0], out[1], counts
 
@@ -72,7 +80,7 @@ class PairScorer:
             attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
             for m, model in enumerate(self.models):
                 with torch.inference_mode(), self.autocast:
-                    g = model.generate(input_ids=x, attention_mask=attn, max_new_tokens=self.max_new_tokens,
+                    g = model.lm.generate(input_ids=x, attention_mask=attn, max_new_tokens=self.max_new_tokens,
                                        do_sample=False, pad_token_id=pad)
                 outs[m] += self.tokenizer.batch_decode(g[:, width:], skip_special_tokens=True)
         return outs

@@ -7,18 +7,14 @@ actors load directly.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from typing import Any
 
 from pipeline import columns as col
 from pipeline.config import Config, FinetuneConfig
 from pipeline.errors import StageError
-from pipeline.models.precision import use_bf16
 from pipeline.runtime import rundir as layout
 from pipeline.runtime.rundir import RunDir
-from pipeline.training.loop import TRAIN_STATE, train_loop
+from pipeline.training.loop import train_loop
 from pipeline.training.sampling import KEY, order_keys, sample_mask
 
 
@@ -77,15 +73,16 @@ def finetune(cfg: Config, run: RunDir, ft: FinetuneConfig, model_in: str, data_r
     # Checkpoints of an interrupted earlier attempt carry no optimizer state: retraining from the
     # start keeps "same seed, same model". Within this attempt, a failed worker group still restarts
     # from its last epoch checkpoint (FailureConfig).
-    run.remove(f"{layout.TRAIN_RUNS}/{name}")
+    train_runs = f"{layout.TRAIN_RUNS}/{name}"
+    run.remove(train_runs)
+    tmp = run.staging(model_out_rel)
     ds, n_rows = training_dataset(run.shards(data_rel), ft, cfg.seed, run.arrow_fs())
-    bf16 = use_bf16(cfg.model.precision, ft.use_gpu)
     resources = {"CPU": ft.cpus_per_worker} | ({"GPU": 1} if ft.use_gpu else {})
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={
             "finetune": ft.model_dump(mode="json"), "model_dir": model_in, "seed": cfg.seed, "n_rows": n_rows,
-            "bf16": bf16, "trust_remote_code": cfg.model.trust_remote_code, "label": name,
+            "precision": cfg.model.precision, "export_uri": run.uri(tmp), "trust_remote_code": cfg.model.trust_remote_code, "label": name,
             "log_every": max(1, n_rows // (ft.batch_size * ft.num_workers * 5) or 1),
         },
         scaling_config=ScalingConfig(num_workers=ft.num_workers, use_gpu=ft.use_gpu, resources_per_worker=resources),
@@ -105,16 +102,11 @@ def finetune(cfg: Config, run: RunDir, ft: FinetuneConfig, model_in: str, data_r
     except Exception as err:  # Ray wraps worker failures; surface the worker's own last line
         lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
         raise StageError(f"{name}: training failed: {lines[-1] if lines else type(err).__name__}") from err
-    if result.checkpoint is None:
-        raise RuntimeError(f"{name}: training finished without a checkpoint")
-    tmp = run.staging(model_out_rel)
-    with tempfile.TemporaryDirectory() as d:
-        local = result.checkpoint.to_directory(os.path.join(d, "model"))
-        os.remove(os.path.join(local, TRAIN_STATE))
-        run.fs.put(local.rstrip("/") + "/", run.path(tmp), recursive=True)
+    if not run.exists(f"{tmp}/config.json"):
+        raise StageError(f"{name}: training finished without exporting the model")
     run.commit(tmp, model_out_rel)
-    if run.local:  # the exported model is the result; Ray Train's copy only served restarts
-        shutil.rmtree(result.path, ignore_errors=True)
-    return {"rows": n_rows, "bf16": bf16, "final_loss": result.metrics.get("loss"),
+    # The exported model is the result; Ray Train's epoch checkpoints only served restarts.
+    run.remove(train_runs)
+    return {"rows": n_rows, "epochs": result.metrics.get("epoch"), "bf16": result.metrics.get("bf16"), "final_loss": result.metrics.get("loss"),
             "tokens_per_s": result.metrics.get("tokens_per_s"),
             "restored_from_epoch": result.metrics.get("restored_from_epoch", 0)}

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 from pipeline.config import Config
 from pipeline.data.shards import write_dataset_shards
 from pipeline.errors import StageError
-from pipeline.models.precision import use_bf16
 from pipeline.runtime import rundir as layout
 from pipeline.runtime.rundir import RunDir
 
@@ -41,14 +40,13 @@ def run_score(cfg: Config, run: RunDir) -> dict[str, Any]:
 
     sc = cfg.scoring
     use_gpu = sc.gpus_per_actor > 0
-    bf16 = use_bf16(cfg.model.precision, use_gpu)
     tmp = run.staging(layout.SCORES)
     ds = scoring_input(run, run.shards(layout.INGEST), rows_per_block=sc.batch_size * sc.batches_per_task)
     scored = ds.map_batches(
         PairScorer,
         fn_constructor_kwargs={
             "model_a": run.uri(layout.MODEL_A), "model_b": run.uri(layout.MODEL_B), "method": sc.method,
-            "max_tokens": sc.max_tokens_per_batch, "bf16": bf16, "use_gpu": use_gpu,
+            "max_tokens": sc.max_tokens_per_batch, "precision": cfg.model.precision, "use_gpu": use_gpu,
             "trust_remote_code": cfg.model.trust_remote_code, "max_new_tokens": sc.rouge_max_new_tokens,
             "threads": None if use_gpu else max(1, int(sc.cpus_per_actor)),
         },
@@ -64,4 +62,4 @@ def run_score(cfg: Config, run: RunDir) -> dict[str, Any]:
     if got != expected:
         raise StageError(f"score: {expected} rows in, {got} rows scored")
     run.commit(tmp, layout.SCORES)
-    return {"rows": got, "bf16": bf16}
+    return {"rows": got}

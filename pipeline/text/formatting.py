@@ -152,12 +152,13 @@ def token_budget_batches(lengths: Sequence[int], max_tokens: int) -> list[list[i
     return batches
 
 
-def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator) -> list[list[int]]:
-    """Split rows into batches of similar length, in random batch order (less padding, still shuffled).
+def length_grouped_batches(lengths: Sequence[int], n_batches: int, rng: np.random.Generator) -> list[list[int]]:
+    """Split rows into ``n_batches`` batches of similar length, in random batch order.
 
     Used on each shuffled window of rows during training: sorting within the window and shuffling
-    the batches keeps the training order random while most batches need little padding.
+    the batches keeps the training order random while most batches need little padding. Batch
+    sizes differ by at most one row.
     """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    order = np.array(sorted(range(len(lengths)), key=lambda i: lengths[i]), dtype=np.int64)
+    batches = [b.tolist() for b in np.array_split(order, n_batches)] if n_batches else []
     return [batches[i] for i in rng.permutation(len(batches))]

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 import numpy as np
 
 KEY = "order_key"
+WINDOW_BATCHES = 16
+"""Optimizer steps per shuffled window of rows that is grouped by length (see ``length_grouped_batches``)."""
 
 
 def order_keys(seed: int, example_ids: Iterable[str], source_rows: Iterable[int]) -> np.ndarray:
@@ -45,3 +47,30 @@ def worker_rows(n: int, rank: int, world: int) -> np.ndarray:
     """
     usable = n - n % world
     return np.arange(rank, usable, world)
+
+
+def micro_batches(rows: int, batch_size: int, grad_accum: int) -> tuple[int, int]:
+    """How a worker cuts ``rows`` rows into micro-batches: ``(micro-batches, rows used)``.
+
+    The count is a multiple of ``grad_accum``, so the last optimizer step of an epoch gets all its
+    micro-batches: DeepSpeed steps only at an accumulation boundary and would otherwise carry the
+    leftover gradients into the next epoch, or drop them after the last. No micro-batch exceeds
+    ``batch_size``; when too few rows are left for that, the last few are skipped (fewer than one
+    optimizer step's worth, like the remainder of ``worker_rows``).
+    """
+    needed = -(-rows // batch_size)
+    k = grad_accum * -(-needed // grad_accum)
+    if k > rows:
+        k = grad_accum * (rows // grad_accum)
+    return k, min(rows, k * batch_size)
+
+
+def window_rows(batch_size: int, grad_accum: int, world: int) -> int:
+    """Rows per training window: ``WINDOW_BATCHES`` full optimizer steps of every worker."""
+    return batch_size * grad_accum * WINDOW_BATCHES * world
+
+
+def optimizer_steps(n_rows: int, batch_size: int, grad_accum: int, world: int) -> int:
+    """Optimizer steps per epoch on ``n_rows`` rows; the same on every worker (see ``worker_rows``)."""
+    full, rest = divmod(n_rows, window_rows(batch_size, grad_accum, world))
+    return full * WINDOW_BATCHES + micro_batches(rest // world, batch_size, grad_accum)[0] // grad_accum

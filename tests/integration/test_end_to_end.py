@@ -18,7 +18,9 @@ pytestmark = pytest.mark.slow
 
 TRAIN = ["--set", "noisy_finetune.epochs=8", "--set", "noisy_finetune.learning_rate=3e-3",
          "--set", "safety_finetune.epochs=4", "--set", "safety_finetune.learning_rate=3e-3",
-         "--set", "noisy_finetune.cpus_per_worker=2", "--set", "safety_finetune.cpus_per_worker=2",
+         "--set", "safety_finetune.cpus_per_worker=2",
+         # The noisy finetune as on a cluster: two Ray Train workers, ZeRO-3 (partitioned load and export).
+         "--set", "noisy_finetune.num_workers=2", "--set", "noisy_finetune.cpus_per_worker=1", "--set", "noisy_finetune.zero_stage=3",
          "--set", "scoring.cpus_per_actor=2", "--set", "output.rows_per_file=40",
          # Exercises a non-default score end to end; the real-model test covers the default.
          "--set", "scoring.method=seq_logprob_drop"]
@@ -105,6 +107,16 @@ def test_the_split_follows_the_threshold_and_the_report_agrees_with_the_shards(f
     assert set(ev["recall_by_group"]) <= {"build", "poison", "steal", "hack", "make", "forge"}
     assert (out / "report" / "scores_hist.png").stat().st_size > 10_000
     assert "AUROC" in (out / "report" / "report.md").read_text()
+
+
+def test_finetunes_export_their_last_epoch_once_and_leave_no_training_copies(finished_run):
+    out, _, _ = finished_run
+    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    for stage, model, epochs in (("finetune", "noisy", 8), ("safety-tune", "safety", 4)):
+        assert stages[stage]["result"]["epochs"] == epochs  # the result's metrics are the last epoch's
+        assert sorted(p.name for p in (out / "models" / model).iterdir() if p.suffix in (".json", ".safetensors")) == [
+            "config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+        assert not (out / "work" / "train" / stage).exists()  # Ray Train's restart points are gone
 
 
 def test_rerun_skips_complete_stages_and_rethreshold_reruns_only_the_filter(finished_run, capsys):

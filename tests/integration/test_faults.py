@@ -89,8 +89,15 @@ def test_a_killed_training_worker_resumes_from_its_last_epoch_checkpoint(corpus,
     # Kill once Ray Train's controller has registered the first epoch's checkpoint (it then writes
     # its snapshot file; a checkpoint directory alone may not be registered yet). Epochs of 800
     # rows take seconds, so the worker is inside epoch 2 of 3.
+    # Only while model A is not yet committed: a slow machine may otherwise reach the safety
+    # finetune's worker, which has the same process title.
     snapshot = out / "work" / "train" / "finetune" / "checkpoint_manager_snapshot.json"
-    killer = Killer("RayTrainWorker", lambda: int(snapshot.exists() and "checkpoint_" in snapshot.read_text()), delay=0.3)
+    model_a = out / "models" / "noisy"
+
+    def epoch_1_registered() -> int:
+        return int(not model_a.exists() and snapshot.exists() and "checkpoint_" in snapshot.read_text())
+
+    killer = Killer("RayTrainWorker", epoch_1_registered, delay=0.3)
     killer.start()
     try:
         assert main(["run", *args, "--output", str(out)]) == 0
@@ -98,7 +105,7 @@ def test_a_killed_training_worker_resumes_from_its_last_epoch_checkpoint(corpus,
         killer.stop.set()
     assert killer.killed, "no training worker was killed"
     stages = json.loads((out / "manifest.json").read_text())["stages"]
-    assert stages["finetune"]["result"]["restored_from_epoch"] >= 1  # not retrained from scratch
+    assert stages["finetune"]["result"]["restored_from_epoch"] >= 1, stages["finetune"]  # not retrained from scratch
     got, expected = _scores(out), _scores(reference)
     assert got["example_id"].to_list() == expected["example_id"].to_list()
     # Model A as resumed vs as trained undisturbed: close, not equal (the optimizer's moments start

@@ -43,12 +43,13 @@ def test_length_grouped_batches_cut_padding_and_keep_every_row():
 
     rng = np.random.default_rng(0)
     lengths = list(rng.integers(10, 200, 128))
-    batches = length_grouped_batches(lengths, 8, np.random.default_rng(1))
-    assert sorted(i for b in batches for i in b) == list(range(128))
+    batches = length_grouped_batches(lengths, 16, np.random.default_rng(1))
+    assert sorted(i for b in batches for i in b) == list(range(128)) and {len(b) for b in batches} == {8}
     padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
     naive = sum(max(lengths[i: i + 8]) * len(lengths[i: i + 8]) for i in range(0, 128, 8))
     assert padded < 0.8 * naive
-    assert batches != length_grouped_batches(lengths, 8, np.random.default_rng(2))  # order is shuffled
+    assert batches != length_grouped_batches(lengths, 16, np.random.default_rng(2))  # order is shuffled
+    assert sorted(len(b) for b in length_grouped_batches(lengths[:13], 4, np.random.default_rng(3))) == [3, 3, 3, 4]
 
 
 def test_an_empty_batch_encodes_to_nothing(tiny_model):
