@@ -64,6 +64,11 @@ class DataConfig(Section):
         "reject", description="What to do with an example over `max_length`: reject it, or cut its response."
     )
     ingest_workers: int = Field(2, ge=1, description="Most parallel readers (Ray actors) during ingest.")
+    part_bytes: int = Field(
+        256 * 2**20, ge=1024,
+        description="Files larger than this are read in parts of about this size (Parquet by row groups, JSONL by line-aligned "
+                    "byte ranges), so one big file spreads over every ingest actor. CSV and Arrow streams are read whole.",
+    )
 
     @field_validator("input", "safety", mode="before")
     @classmethod

@@ -7,18 +7,22 @@ otherwise count twice in the noisy finetune). Nothing is lost: a duplicate lands
 with a reason naming where its id first appeared.
 
 Ingest actors see one file each, so this is a second, global pass over the staged shards before
-they are committed: it reads three small columns of every shard (about 50 bytes a row in the
-driver) and rewrites only the shards that hold a duplicate.
+they are committed, in Ray Data so the driver holds no per-row state: the three key columns of
+every shard are hash-partitioned on ``example_id`` (every occurrence of an id lands in the same
+partition, about ``ROWS_PER_PARTITION`` rows each), each partition finds its later duplicates, and
+only the shards that hold one are rewritten, one task per shard.
 """
 
 from __future__ import annotations
 
+import math
 import posixpath
 from typing import Any
 
 import fsspec
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import columns as col
@@ -26,6 +30,11 @@ from pipeline.data.rows import as_text
 from pipeline.data.shards import ShardWriter
 
 KEY_COLUMNS = [col.EXAMPLE_ID, col.SOURCE_FILE, col.SOURCE_ROW]
+ROWS_PER_PARTITION = 1_000_000
+"""Key rows per hash partition: a partition's duplicate search peaks at ~450 bytes a row (polars)."""
+IN_PROCESS_ROWS = 200_000
+"""Up to this many rows the search runs in the calling process (~90 MB at most), without a shuffle."""
+SHARD = "path"
 
 
 def later_duplicates(keys: pl.DataFrame) -> pl.DataFrame:
@@ -50,43 +59,79 @@ def duplicate_reason(row: dict[str, Any], id_column: str, first_file: str, first
     return f"duplicate content (same prompt and response), first at {first_file} row {first_row}"
 
 
+def _partition_duplicates(keys: pa.Table, file_order: dict[str, int]) -> pa.Table:
+    """Ray Data UDF on one hash partition: its later duplicates, with the shard each one is in."""
+    frame = pl.from_arrow(keys).with_columns(
+        file_index=pl.col(col.SOURCE_FILE).replace_strict(file_order, return_dtype=pl.Int64))
+    return later_duplicates(frame).drop("file_index").to_arrow()
+
+
+def _remove_from_shard(
+    dups: pa.Table, fs: fsspec.AbstractFileSystem, rejected_dir: str, id_column: str, internal_columns: tuple[str, ...],
+    rows_per_file: int, compression: str | None,
+) -> pa.Table:
+    """Ray Data UDF on the duplicates of one shard: move them to ``rejected_dir``, rewrite the shard."""
+    path = dups.column(SHARD)[0].as_py()
+    cols = (col.SOURCE_FILE, col.SOURCE_ROW, "first_file", "first_row")
+    where = {(f, r): (ff, fr) for f, r, ff, fr in zip(*(dups.column(c).to_pylist() for c in cols))}
+    with fs.open(path, "rb") as fh:
+        table = pq.read_table(fh)
+    is_dup = pa.array([(f, r) in where for f, r in zip(table.column(col.SOURCE_FILE).to_pylist(), table.column(col.SOURCE_ROW).to_pylist())])
+    rejected = []
+    for row in table.filter(is_dup).to_pylist():
+        first_file, first_row = where[(row[col.SOURCE_FILE], row[col.SOURCE_ROW])]
+        out = {k: as_text(v) for k, v in row.items() if k not in internal_columns and k != col.SOURCE_ROW}
+        out.update({col.SOURCE_ROW: row[col.SOURCE_ROW], col.REJECT_REASON: duplicate_reason(row, id_column, first_file, first_row)})
+        rejected.append(out)
+    stem = posixpath.basename(path).removesuffix(".parquet")
+    writer = ShardWriter(fs, rejected_dir, f"duplicates-{stem}", rows_per_file, compression)
+    writer.add(rejected)
+    writer.close()
+    tmp = posixpath.join(posixpath.dirname(path), "." + posixpath.basename(path) + ".inprogress")
+    with fs.open(tmp, "wb") as fh:
+        pq.write_table(table.filter(pc.invert(is_dup)), fh, compression=compression)
+    fs.mv(tmp, path)
+    return pa.table({"removed": [len(rejected)]})
+
+
 def reject_duplicates(
     fs: fsspec.AbstractFileSystem, valid_dir: str, rejected_dir: str, file_order: dict[str, int], id_column: str,
     internal_columns: tuple[str, ...], rows_per_file: int, compression: str | None,
+    in_process_rows: int = IN_PROCESS_ROWS, partition_rows: int = ROWS_PER_PARTITION,
 ) -> int:
-    """Move every later duplicate from the shards in ``valid_dir`` to ``rejected_dir``; return how many."""
+    """Move every later duplicate from the shards in ``valid_dir`` to ``rejected_dir``; return how many.
+
+    Up to ``in_process_rows`` rows there is one partition and it is searched here: a shuffle costs
+    seconds of scheduling that a small corpus need not pay, and the memory is bounded all the same.
+    Above, Ray Data shuffles and searches; ``fs`` must then be one every Ray worker can reach.
+    """
     files = sorted(fs.glob(posixpath.join(valid_dir, "*.parquet")))
-    frames = []
-    for i, f in enumerate(files):
+    rows = 0
+    for f in files:
         with fs.open(f, "rb") as fh:
-            t = pq.read_table(fh, columns=KEY_COLUMNS)
-        frames.append(pl.from_arrow(t).with_columns(shard=pl.lit(i, dtype=pl.Int32)))
-    if not frames:
+            rows += pq.ParquetFile(fh).metadata.num_rows
+    if not rows:
         return 0
-    keys = pl.concat(frames).with_columns(
-        file_index=pl.col(col.SOURCE_FILE).replace_strict(file_order, return_dtype=pl.Int64)
-    )
-    dups = later_duplicates(keys)
-    if dups.is_empty():
+    remove = {"fs": fs, "rejected_dir": rejected_dir, "id_column": id_column, "internal_columns": internal_columns,
+              "rows_per_file": rows_per_file, "compression": compression}
+    if rows <= in_process_rows:
+        parts = []
+        for f in files:
+            with fs.open(f, "rb") as fh:
+                t = pq.read_table(fh, columns=KEY_COLUMNS)
+            parts.append(t.append_column(SHARD, pa.array([f] * t.num_rows, pa.string())))
+        dups = pl.from_arrow(_partition_duplicates(pa.concat_tables(parts), file_order))
+        return sum(_remove_from_shard(group.to_arrow(), **remove)["removed"][0].as_py()
+                   for _, group in dups.group_by(SHARD, maintain_order=True))
+
+    import pyarrow.fs as pafs
+    import ray
+
+    local = isinstance(fs, fsspec.implementations.local.LocalFileSystem)
+    keys = ray.data.read_parquet(files, filesystem=None if local else pafs.PyFileSystem(pafs.FSSpecHandler(fs)),
+                                 include_paths=True).select_columns([*KEY_COLUMNS, SHARD])
+    dups = keys.repartition(math.ceil(rows / partition_rows), keys=[col.EXAMPLE_ID]).map_batches(
+        _partition_duplicates, fn_kwargs={"file_order": file_order}, batch_format="pyarrow", batch_size=None).materialize()
+    if not dups.count():
         return 0
-    writer = ShardWriter(fs, rejected_dir, "duplicates", rows_per_file, compression)
-    for (shard,), group in dups.group_by("shard", maintain_order=True):
-        where = {(r[col.SOURCE_FILE], r[col.SOURCE_ROW]): (r["first_file"], r["first_row"]) for r in group.iter_rows(named=True)}
-        path = files[shard]
-        with fs.open(path, "rb") as fh:
-            table = pq.read_table(fh)
-        is_dup = [(f, r) in where for f, r in zip(table.column(col.SOURCE_FILE).to_pylist(), table.column(col.SOURCE_ROW).to_pylist())]
-        rejected = []
-        for row in table.filter(pa.array(is_dup)).to_pylist():
-            first_file, first_row = where[(row[col.SOURCE_FILE], row[col.SOURCE_ROW])]
-            out = {k: as_text(v) for k, v in row.items() if k not in internal_columns and k != col.SOURCE_ROW}
-            out.update({col.SOURCE_ROW: row[col.SOURCE_ROW],
-                        col.REJECT_REASON: duplicate_reason(row, id_column, first_file, first_row)})
-            rejected.append(out)
-        writer.add(rejected)
-        tmp = posixpath.join(posixpath.dirname(path), "." + posixpath.basename(path) + ".inprogress")
-        with fs.open(tmp, "wb") as fh:
-            pq.write_table(table.filter(pa.array([not d for d in is_dup])), fh, compression=compression)
-        fs.mv(tmp, path)
-    writer.close()
-    return len(dups)
+    return int(dups.groupby(SHARD).map_groups(_remove_from_shard, batch_format="pyarrow", fn_kwargs=remove).sum("removed"))

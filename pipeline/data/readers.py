@@ -62,9 +62,9 @@ def reader(name: str, *extensions: str, check: FileCheck = opens) -> Callable[[R
 
 
 @reader("jsonl", ".jsonl", ".json")
-def read_jsonl(f: IO[bytes]) -> Iterator[RowOrError]:
+def read_jsonl(f: IO[bytes], first_row: int = 1) -> Iterator[RowOrError]:
     """One JSON object per line; blank lines are skipped but still counted in the row numbers."""
-    for n, line in enumerate(f, start=1):
+    for n, line in enumerate(f, start=first_row):
         if not line.strip():
             continue
         try:
@@ -101,8 +101,8 @@ def read_csv(f: IO[bytes]) -> Iterator[RowOrError]:
             yield n, dict(zip(header, values))
 
 
-def _arrow_rows(batches: Iterator[pa.RecordBatch]) -> Iterator[RowOrError]:
-    n = 0
+def _arrow_rows(batches: Iterator[pa.RecordBatch], first_row: int = 1) -> Iterator[RowOrError]:
+    n = first_row - 1
     for batch in batches:
         for row in batch.to_pylist():
             n += 1
@@ -113,6 +113,13 @@ def _arrow_rows(batches: Iterator[pa.RecordBatch]) -> Iterator[RowOrError]:
 def read_parquet(f: IO[bytes]) -> Iterator[RowOrError]:
     """Streamed by record batches, so a large file never sits in memory whole."""
     return _arrow_rows(pq.ParquetFile(f).iter_batches(batch_size=CHUNK_ROWS))
+
+
+def read_row_groups(f: IO[bytes], start: int, stop: int | None, first_row: int) -> Iterator[RowOrError]:
+    """Row groups [``start``, ``stop``) of a Parquet file, its rows numbered from ``first_row``."""
+    pf = pq.ParquetFile(f)
+    groups = range(start, pf.metadata.num_row_groups if stop is None else stop)
+    return _arrow_rows(pf.iter_batches(batch_size=CHUNK_ROWS, row_groups=groups), first_row)
 
 
 @reader("hf")

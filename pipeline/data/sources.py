@@ -13,12 +13,14 @@ import json
 import posixpath
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import IO
 
 import fsspec
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from pipeline.data.readers import CHUNK_ROWS, READERS, RowOrError, extensions, format_of
+from pipeline.data.readers import CHUNK_ROWS, READERS, RowOrError, extensions, format_of, read_jsonl, read_row_groups
 from pipeline.errors import InputError
 
 HF_MARKERS = ("state.json", "dataset_dict.json")
@@ -26,10 +28,18 @@ HF_MARKERS = ("state.json", "dataset_dict.json")
 
 @dataclass(frozen=True)
 class Piece:
-    """One input file and how to read it."""
+    """One input file, or one part of a large one, and how to read it.
+
+    A part is rows [``start``, ``stop``) of the file: byte offsets of whole lines for JSONL, row
+    group indices for Parquet (``stop`` None: to the end). ``first_row`` is the file's row number of
+    its first row, so rejected rows still name their file and row.
+    """
 
     url: str
     format: str
+    start: int = 0
+    stop: int | None = None
+    first_row: int = 1
 
     @property
     def shared(self) -> bool:
@@ -100,14 +110,121 @@ def _cannot_read(piece: Piece, err: Exception) -> InputError:
 
 
 def read_piece(piece: Piece) -> Iterator[list[RowOrError]]:
-    """Stream a file's rows in chunks; a file that cannot be read at all raises InputError."""
+    """Stream a piece's rows in chunks; a file that cannot be read at all raises InputError."""
     if piece.format not in READERS:
         raise InputError(piece.url, f"unknown format {piece.format!r}")
     try:
         with fsspec.open(piece.url, "rb") as f:
-            yield from _chunks(READERS[piece.format].read(f))
+            if piece.format == "parquet" and (piece.start or piece.stop is not None):
+                rows = read_row_groups(f, piece.start, piece.stop, piece.first_row)
+            elif piece.format == "jsonl" and (piece.start or piece.stop is not None):
+                f.seek(piece.start)
+                rows = read_jsonl(_Bounded(f, piece.stop - piece.start), piece.first_row)
+            else:
+                rows = READERS[piece.format].read(f)
+            yield from _chunks(rows)
     except (pa.ArrowException, OSError, ValueError) as err:
         raise _cannot_read(piece, err) from None
+
+
+class _Bounded:
+    """The next ``size`` bytes of a file, iterated by line (a JSONL part ends on a line end)."""
+
+    def __init__(self, f: IO[bytes], size: int) -> None:
+        self.f, self.left = f, size
+
+    def __iter__(self) -> Iterator[bytes]:
+        while self.left > 0:
+            line = self.f.readline()
+            if not line:
+                return
+            self.left -= len(line)
+            yield line
+
+
+PART_WINDOW = 1 << 16
+"""Bytes read around a JSONL cut to find the line end it moves to."""
+
+
+def _line_starts(f: IO[bytes], size: int, part_bytes: int) -> list[int]:
+    """Offsets that cut a JSONL file into parts of about ``part_bytes``, each moved to a line start."""
+    cuts = [0]
+    for want in range(part_bytes, size, part_bytes):
+        if want <= cuts[-1]:  # the last cut already moved past this one (a line longer than a part)
+            continue
+        pos = want
+        while pos < size:
+            f.seek(pos)
+            window = f.read(PART_WINDOW)
+            at = window.find(b"\n")
+            if at >= 0:
+                pos += at + 1
+                break
+            pos += len(window)
+        if cuts[-1] < pos < size:
+            cuts.append(pos)
+    return [*cuts, size]
+
+
+def split_large(pieces: list[Piece], part_bytes: int) -> list[Piece]:
+    """Cut every JSONL or Parquet file larger than ``part_bytes`` into parts, so one big file
+    spreads over all ingest actors instead of one (CSV and Arrow streams stay whole).
+
+    Parquet parts are runs of whole row groups, numbered from the footer. JSONL parts are byte
+    ranges of whole lines; their ``first_row`` is left 0 until ``number_lines`` counts the lines
+    before each (a pass that only counts newlines, run in parallel by the caller).
+    """
+    out: list[Piece] = []
+    for p in pieces:
+        fs, path = fsspec.core.url_to_fs(p.url)
+        size = fs.size(path) if p.format in ("jsonl", "parquet") else 0
+        if size <= part_bytes:  # (sizes: JSONL on disk, Parquet row groups uncompressed)
+            out.append(p)
+        elif p.format == "parquet":
+            with fs.open(path, "rb") as f:
+                meta = pq.ParquetFile(f).metadata
+            start, rows, first, acc = 0, 0, 1, 0
+            for g in range(meta.num_row_groups):
+                acc += meta.row_group(g).total_byte_size
+                rows += meta.row_group(g).num_rows
+                if acc >= part_bytes or g == meta.num_row_groups - 1:
+                    out.append(Piece(p.url, p.format, start, g + 1, first))
+                    start, first, acc = g + 1, rows + 1, 0
+        else:
+            with fs.open(path, "rb") as f:
+                cuts = _line_starts(f, size, part_bytes)
+            out += [Piece(p.url, p.format, a, b, 1 if a == 0 else 0) for a, b in zip(cuts, cuts[1:])]
+    return out
+
+
+def count_lines(piece: Piece) -> int:
+    """Lines in a JSONL part (its newlines; a last line without one counts too)."""
+    fs, path = fsspec.core.url_to_fs(piece.url)
+    n, left, last = 0, piece.stop - piece.start, b"\n"
+    with fs.open(path, "rb") as f:
+        f.seek(piece.start)
+        while left > 0:
+            block = f.read(min(left, 1 << 24))
+            if not block:
+                break
+            n += block.count(b"\n")
+            left -= len(block)
+            last = block[-1:]
+    return n + (last != b"\n")
+
+
+def number_lines(pieces: list[Piece], counts: dict[int, int]) -> list[Piece]:
+    """Give each JSONL part its first row number from the line ``counts`` of the parts before it
+    (``counts`` maps a piece's index to its lines; parts of a file are consecutive)."""
+    out, next_row = [], 1
+    for i, p in enumerate(pieces):
+        if p.format == "jsonl" and (p.start or p.stop is not None):
+            if p.start == 0:
+                next_row = 1
+            p = replace(p, first_row=next_row)
+            next_row += counts[i]
+        out.append(p)
+    return out
 
 
 CHECK_THREADS = 16

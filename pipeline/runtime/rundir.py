@@ -12,6 +12,7 @@ import json
 import posixpath
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,6 +124,13 @@ class RunDir:
                 pf = pq.ParquetFile(fh)
                 tables.append(pf.read(columns=[c for c in columns if c in pf.schema_arrow.names]))
         return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
+
+    def iter_columns(self, rel: str, columns: list[str]) -> Iterator[pa.Table]:
+        """The named columns (those present) of ``rel``, one shard at a time: memory of one shard."""
+        for f in self.shards(rel):
+            with self.fs.open(f, "rb") as fh:
+                pf = pq.ParquetFile(fh)
+                yield pf.read(columns=[c for c in columns if c in pf.schema_arrow.names])
 
     def extreme_rows(self, rel: str, by: str, n: int, largest: bool, columns: list[str]) -> pa.Table:
         """The ``n`` rows of ``rel`` with the largest (or smallest) ``by``, with ``columns`` (those present).

@@ -20,7 +20,7 @@ from pipeline.config import Config
 from pipeline.data.duplicates import reject_duplicates
 from pipeline.data.rows import Usable, as_text, check_row
 from pipeline.data.shards import ShardWriter, rejected_schema, write_empty_shard
-from pipeline.data.sources import Piece, check_readable, read_piece, resolve
+from pipeline.data.sources import Piece, check_readable, count_lines, number_lines, read_piece, resolve, split_large
 from pipeline.errors import ConfigError, InputError, StageError
 from pipeline.models.loading import load_tokenizer, resolve_model
 from pipeline.runtime import rundir as layout
@@ -77,6 +77,38 @@ def ingest_piece(
     return {"rows": n_rows, "valid": valid.rows, "rejected": rejected.rows}
 
 
+PIECE_FIELDS = ("index", "url", "format", "start", "stop", "first_row")
+
+
+def _items(pieces: list[Piece]) -> list[dict[str, Any]]:
+    """Pieces as rows for Ray Data (a stop of -1: to the end)."""
+    return [{"index": i, "url": p.url, "format": p.format, "start": p.start, "stop": -1 if p.stop is None else p.stop,
+             "first_row": p.first_row} for i, p in enumerate(pieces)]
+
+
+def _line_counts(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Ray Data UDF: lines in each JSONL part."""
+    pieces = [Piece(str(u), "jsonl", int(a), int(b)) for u, a, b in zip(batch["url"], batch["start"], batch["stop"])]
+    return {"index": batch["index"], "lines": np.array([count_lines(p) for p in pieces], dtype=np.int64)}
+
+
+def plan_pieces(files: list[Piece], part_bytes: int) -> list[Piece]:
+    """The pieces ingest reads: large files cut into parts, JSONL parts numbered by counting lines
+    (in parallel on Ray when the files are reachable from the workers)."""
+    import ray
+
+    pieces = split_large(files, part_bytes)
+    parts = [it for it in _items(pieces) if it["format"] == "jsonl" and it["stop"] >= 0]
+    if not parts:
+        return pieces
+    if all(p.shared for p in pieces):
+        rows = ray.data.from_items(parts, override_num_blocks=len(parts)).map_batches(_line_counts, batch_size=1, num_cpus=0.5).take_all()
+        counts = {int(r["index"]): int(r["lines"]) for r in rows}
+    else:
+        counts = {it["index"]: count_lines(pieces[it["index"]]) for it in parts}
+    return number_lines(pieces, counts)
+
+
 class IngestActor:
     """Ray Data actor: loads the tokenizer once, then ingests the files it is handed."""
 
@@ -88,10 +120,10 @@ class IngestActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {"index": [], "rows": [], "valid": [], "rejected": [], "error": []}
-        for i, url, fmt in zip(batch["index"], batch["url"], batch["format"]):
+        for i, url, fmt, start, stop, first in zip(*(batch[k] for k in PIECE_FIELDS)):
+            piece = Piece(str(url), str(fmt), int(start), None if int(stop) < 0 else int(stop), int(first))
             try:
-                counts = ingest_piece(Piece(str(url), str(fmt)), int(i), self.cfg, self.tokenizer, self.run.fs,
-                                      self.valid_dir, self.rejected_dir)
+                counts = ingest_piece(piece, int(i), self.cfg, self.tokenizer, self.run.fs, self.valid_dir, self.rejected_dir)
                 error = ""
             except InputError as err:  # reported by the driver as a one-line error
                 counts, error = {"rows": 0, "valid": 0, "rejected": 0}, str(err)
@@ -106,12 +138,13 @@ def ingest_set(cfg: Config, run: RunDir, paths: list[str], valid_rel: str, rejec
     """Ingest one dataset (corpus or safety set) into ``valid_rel`` and ``rejected_rel``."""
     import ray
 
-    pieces = resolve(paths, cfg.data.format)
+    files = resolve(paths, cfg.data.format)
+    pieces = plan_pieces(files, cfg.data.part_bytes)
     valid_tmp, rejected_tmp = run.staging(valid_rel), run.staging(rejected_rel)
     vdir, rdir = run.path(valid_tmp), run.path(rejected_tmp)
     cfg_json = cfg.model_dump(mode="json")
     if all(p.shared for p in pieces):
-        items = [{"index": i, "url": p.url, "format": p.format} for i, p in enumerate(pieces)]
+        items = _items(pieces)
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         results = ds.map_batches(
             IngestActor,
@@ -123,14 +156,14 @@ def ingest_set(cfg: Config, run: RunDir, paths: list[str], valid_rel: str, rejec
     else:  # memory:// and other process-private inputs: read them here, one file at a time
         actor = IngestActor(cfg_json, vdir, rdir, run.url)
         results = []
-        for i, p in enumerate(pieces):
-            b = actor({"index": np.array([i]), "url": np.array([p.url]), "format": np.array([p.format])})
+        for item in _items(pieces):
+            b = actor({k: np.array([v]) for k, v in item.items()})
             results += [dict(zip(b, vals)) for vals in zip(*b.values())]
     errors = sorted((r["index"], r["error"]) for r in results if r["error"])
     if errors:
         raise InputError(*errors[0][1].split(": ", 1)) if ": " in errors[0][1] else StageError(errors[0][1])
     totals = {k: int(sum(r[k] for r in results)) for k in ("rows", "valid", "rejected")}
-    dups = reject_duplicates(run.fs, vdir, rdir, {redact(p.url): i for i, p in enumerate(pieces)}, cfg.data.id_column,
+    dups = reject_duplicates(run.fs, vdir, rdir, {redact(p.url): i for i, p in enumerate(files)}, cfg.data.id_column,
                              col.MODEL_INPUTS, cfg.output.rows_per_file, cfg.output.parquet_compression)
     totals["valid"] -= dups
     totals["rejected"] += dups
@@ -149,14 +182,16 @@ def ingest_set(cfg: Config, run: RunDir, paths: list[str], valid_rel: str, rejec
     write_empty_shard(run.fs, rdir, rejected_schema(run.schema(valid_tmp), col.INGEST_ADDED), cfg.output.parquet_compression)
     run.commit(valid_tmp, valid_rel)
     run.commit(rejected_tmp, rejected_rel)
-    totals["files"] = len(pieces)
+    totals["files"], totals["pieces"] = len(files), len(pieces)
     return totals
 
 
 def most_common_reason(run: RunDir, rejected_rel: str) -> tuple[str, int]:
     """The reason most rejected rows share, and how many share it (what to fix first)."""
-    reasons = run.read_columns(rejected_rel, [col.REJECT_REASON]).column(col.REJECT_REASON).to_pylist()
-    return Counter(reasons).most_common(1)[0]
+    reasons: Counter[str] = Counter()
+    for table in run.iter_columns(rejected_rel, [col.REJECT_REASON]):
+        reasons.update(table.column(col.REJECT_REASON).to_pylist())
+    return reasons.most_common(1)[0]
 
 
 def check_inputs(cfg: Config) -> None:

@@ -8,9 +8,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline import columns as col
 from pipeline.config import Config
+from pipeline.reporting.aggregate import QUANTILE_BINS, Histogram, Moments, stats
 from pipeline.reporting.metrics import auroc, precision_recall_f1
 from pipeline.reporting.plots import score_histogram
 from pipeline.runtime import rundir as layout
@@ -19,25 +21,18 @@ from pipeline.runtime.rundir import RunDir
 from pipeline.scoring.scores import SCORES
 
 HIST = "scores_hist.png"
+PLOT_BINS = 60
+SUMMARISED = {"score_stats": col.FORGETTING, "loss_a_stats": col.LOSS_A, "loss_b_stats": col.LOSS_B}
 NEAREST = 10
 """Rows listed on each side of the cut for a person to review."""
 TEXT_CHARS = 160
-
-
-def _stats(x: np.ndarray) -> dict[str, float]:
-    x = x[np.isfinite(x)]
-    if not len(x):
-        return {}
-    q = np.quantile(x, [0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99])
-    return {"mean": float(x.mean()), "std": float(x.std()), "min": float(x.min()), "max": float(x.max()),
-            **{f"p{p}": float(v) for p, v in zip((1, 10, 25, 50, 75, 90, 99), q)}}
 
 
 def _labels(table: pa.Table, column: str) -> np.ndarray | None:
     """Labels as floats (NaN where missing), or None when no row is labelled."""
     if column not in table.column_names:
         return None
-    y = np.array([np.nan if v is None else float(v) for v in table.column(column).to_pylist()])
+    y = pc.cast(table.column(column), pa.float64()).to_numpy(zero_copy_only=False)
     return y if np.isfinite(y).any() else None
 
 
@@ -127,39 +122,75 @@ def _md(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _split(run: RunDir, columns: list[str]):  # noqa: ANN202 - a generator of (shard columns, dropped?)
+    for rel, dropped in ((layout.KEPT, False), (layout.DROPPED, True)):
+        for table in run.iter_columns(rel, columns):
+            yield table, dropped
+
+
+def _numbers(table: pa.Table, column: str) -> np.ndarray:
+    return table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def summarise(run: RunDir, cfg: Config) -> tuple[dict[str, Any], pa.Table, tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Column summaries, the labelled rows, and the plot's histogram, streaming over kept/ and dropped/.
+
+    Memory: one shard, fixed-size histograms, and the score columns of the labelled rows only
+    (exact AUROC needs them all; an unlabelled production corpus keeps none).
+    """
+    label = cfg.data.label_column
+    cols = [col.FORGETTING, col.LOSS_A, col.LOSS_B, *(col.score_column(s) for s in [*SCORES, "rouge"]), label, cfg.data.group_column]
+    moments = {k: Moments() for k in SUMMARISED}
+    labelled = []
+    for table, dropped in _split(run, cols):
+        for key, c in SUMMARISED.items():
+            moments[key].add(_numbers(table, c))
+        if label in table.column_names:
+            rows = table.filter(pc.is_valid(table.column(label)))
+            labelled.append(rows.append_column("dropped", pa.array(np.full(rows.num_rows, dropped))))
+    # second pass: histograms over the ranges now known
+    hists = {k: Histogram(m.lo, m.hi, QUANTILE_BINS) for k, m in moments.items() if m.n}
+    f = moments["score_stats"]
+    plot = {name: Histogram(f.lo, f.hi, PLOT_BINS) for name in ("all", "task", "unsafe", "unlabelled")} if f.n else {}
+    for table, _ in _split(run, [col.FORGETTING, col.LOSS_A, col.LOSS_B, label]):
+        for key, h in hists.items():
+            h.add(_numbers(table, SUMMARISED[key]))
+        if plot:
+            x = _numbers(table, col.FORGETTING)
+            y = _labels(table, label) if label in table.column_names else None
+            y = np.full(len(x), np.nan) if y is None else y
+            for name, sel in (("all", slice(None)), ("task", y == 0), ("unsafe", y == 1), ("unlabelled", np.isnan(y))):
+                plot[name].add(x[sel])
+    summary = {key: stats(moments[key], hists.get(key)) for key in SUMMARISED}
+    table = pa.concat_tables(labelled, promote_options="permissive") if labelled else pa.table({})
+    edges = next(iter(plot.values())).edges if plot else np.array([0.0, 1.0])
+    return summary, table, (edges, {k: h.counts for k, h in plot.items()})
+
+
 def run_report(cfg: Config, run: RunDir) -> dict[str, Any]:
     """Stage ``report``: summary.json, report.md and the score histogram, from the split and the manifest."""
     filter_result = run.stage_record("filter")["result"]
     done = sorted(run.manifest()["stages"].items(), key=lambda kv: kv[1]["finished_at"])  # in the order they ran
     stage_seconds = {name: rec["seconds"] for name, rec in done if name != "report"}
-    cols = [col.FORGETTING, col.LOSS_A, col.LOSS_B, col.N_RESPONSE_TOKENS, *(col.score_column(s) for s in [*SCORES, "rouge"]),
-            cfg.data.label_column, cfg.data.group_column]
-    kept = run.read_columns(layout.KEPT, cols)
-    dropped = run.read_columns(layout.DROPPED, cols)
-    kept = kept.append_column("dropped", pa.array([False] * kept.num_rows))
-    dropped = dropped.append_column("dropped", pa.array([True] * dropped.num_rows))
-    table = pa.concat_tables([kept, dropped], promote_options="permissive")
-    scores = table.column(col.FORGETTING).to_numpy(zero_copy_only=False)
+    column_stats, labelled, (edges, counts) = summarise(run, cfg)
     summary: dict[str, Any] = {
         "output": run.url,
         "counts": {k: filter_result[k] for k in ("input", "kept", "dropped", "rejected")},
         "threshold": filter_result["threshold"],
         "score": cfg.scoring.method,
-        "score_stats": _stats(scores),
-        "loss_a_stats": _stats(table.column(col.LOSS_A).to_numpy(zero_copy_only=False)),
-        "loss_b_stats": _stats(table.column(col.LOSS_B).to_numpy(zero_copy_only=False)),
+        **column_stats,
         "stage_seconds": stage_seconds,
-        "evaluation": evaluate(table, cfg),
+        "evaluation": evaluate(labelled, cfg),
         "nearest_cut": nearest_cut(run, cfg),
     }
     tmp = run.staging(layout.REPORT)
     run.write_json(f"{tmp}/summary.json", summary)
     with run.fs.open(run.path(f"{tmp}/report.md"), "w") as f:
         f.write(redact(_md(summary)))
+    series = {k: counts[k] for k in (("task", "unsafe", "unlabelled") if labelled.num_rows else ("all",)) if k in counts}
     with tempfile.TemporaryDirectory() as d:
         png = os.path.join(d, HIST)
-        score_histogram(png, scores, _labels(table, cfg.data.label_column), filter_result["threshold"]["value"],
-                        f"forgetting score ({cfg.scoring.method})")
+        score_histogram(png, edges, series, filter_result["threshold"]["value"], f"forgetting score ({cfg.scoring.method})")
         run.fs.put(png, run.path(f"{tmp}/{HIST}"))
     run.commit(tmp, layout.REPORT)
     return {"summary": run.uri(f"{layout.REPORT}/summary.json"), "report": run.uri(f"{layout.REPORT}/report.md")}

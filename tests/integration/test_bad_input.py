@@ -62,7 +62,8 @@ def ingested(tmp_path_factory, tiny_model, ray_local):
     write_jsonl(root / "safety.jsonl", safety)
     out = root / "out"
     args = ["--input", str(data), "--safety", str(root / "safety.jsonl"), "--output", str(out), "--model", tiny_model]
-    assert main(["ingest", *args]) == 0
+    # Files cut into parts of ~1 KiB: rows must keep their file's row numbers, duplicates are found across parts.
+    assert main(["ingest", *args, "--set", "data.part_bytes=1024"]) == 0
     return out, args, len(rows)
 
 
@@ -86,6 +87,7 @@ def test_every_broken_row_is_rejected_with_its_reason_and_nothing_is_lost(ingest
     n_input = n_good + len(BAD_JSONL) + len(BAD_CSV)
     assert result["rows"] == n_input and result["valid"] + result["rejected"] == n_input
     assert result["duplicates"] == 2
+    assert result["files"] == 3 and result["pieces"] > 10
 
 
 def _error_line(capsys) -> str:

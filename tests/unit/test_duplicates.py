@@ -6,6 +6,7 @@ import fsspec
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from pipeline.data.duplicates import later_duplicates, reject_duplicates
 
@@ -25,7 +26,10 @@ def _shard(path, rows):
     pq.write_table(pa.Table.from_pylist(rows), path)
 
 
-def test_duplicates_move_to_rejected_and_every_row_stays_somewhere(tmp_path):
+@pytest.mark.parametrize("in_process_rows", [1_000, 2], ids=["in-process", "ray-data-shuffle"])
+def test_duplicates_move_to_rejected_and_every_row_stays_somewhere(tmp_path, in_process_rows, request):
+    if in_process_rows == 2:
+        request.getfixturevalue("ray_local")
     fs = fsspec.filesystem("file")
     valid, rejected = tmp_path / "valid", tmp_path / "rejected"
     valid.mkdir()
@@ -37,7 +41,8 @@ def test_duplicates_move_to_rejected_and_every_row_stays_somewhere(tmp_path):
 
     _shard(valid / "part-00000-0000.parquet", [row(0, "a.jsonl", 0, "x"), row(1, "a.jsonl", 1), row(1, "a.jsonl", 2)])
     _shard(valid / "part-00001-0000.parquet", [row(2, "b.jsonl", 0, "x"), row(3, "b.jsonl", 1)])
-    n = reject_duplicates(fs, str(valid), str(rejected), {"a.jsonl": 0, "b.jsonl": 1}, "id", ("input_ids", "prompt_len"), 100, None)
+    n = reject_duplicates(fs, str(valid), str(rejected), {"a.jsonl": 0, "b.jsonl": 1}, "id", ("input_ids", "prompt_len"), 100, None,
+                          in_process_rows=in_process_rows, partition_rows=2)
     assert n == 2
     left = pl.read_parquet(str(valid / "*.parquet"))
     assert sorted(left["source_row"].to_list()) == [0, 1, 1] and left["example_id"].n_unique() == 3

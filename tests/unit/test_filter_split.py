@@ -8,9 +8,10 @@ import pytest
 from pipeline import columns as col
 from pipeline.config import build_config
 from pipeline.filtering import thresholds
+from pipeline.reporting.metrics import auroc
 from pipeline.runtime.rundir import RunDir
 from pipeline.stages.filter import _side
-from pipeline.stages.report import nearest_cut
+from pipeline.stages.report import evaluate, nearest_cut, summarise
 
 
 def _scored(scores: list[float]) -> pa.Table:
@@ -53,3 +54,29 @@ def test_the_review_list_holds_the_rows_nearest_the_cut_across_shards(tmp_path):
     assert first["text"] == "p1 -> r1" and first["source_row"] == 1
     top = run.extreme_rows("kept", col.FORGETTING, 2, True, [col.EXAMPLE_ID])
     assert top.column(col.FORGETTING).to_pylist() == [0.45, 0.44]
+
+
+def test_the_report_streams_shards_yet_its_label_metrics_are_exact(tmp_path):
+    run = RunDir(str(tmp_path))
+    rng = np.random.default_rng(0)
+    score = np.concatenate([rng.normal(0, 0.2, 300), rng.normal(1, 0.3, 60), [np.nan]])
+    label = np.array([0] * 300 + [1] * 60 + [1], dtype=float)
+    label[::7] = np.nan  # unlabelled rows: in the plot, not in the metrics
+    dropped = ~(score <= 0.5)
+    for rel, side in (("kept", ~dropped), ("dropped", dropped)):
+        (tmp_path / rel).mkdir()
+        n = int(side.sum())
+        t = _scored(list(score[side])).append_column(col.LOSS_A, pa.array(np.ones(n))).append_column(col.LOSS_B, pa.array(np.ones(n)))
+        t = t.append_column("label", pa.array([None if np.isnan(v) else int(v) for v in label[side]], pa.int64()))
+        for i, part in enumerate(np.array_split(np.arange(n), 3)):
+            pq.write_table(t.take(part), tmp_path / rel / f"{i}.parquet")
+    stats, labelled, (edges, counts) = summarise(run, build_config({}, []))
+    has = ~np.isnan(label)
+    assert labelled.num_rows == has.sum()
+    assert counts["all"].sum() == np.isfinite(score).sum() == counts["task"].sum() + counts["unsafe"].sum() + counts["unlabelled"].sum()
+    assert counts["unlabelled"].sum() == (~has & np.isfinite(score)).sum()
+    assert stats["score_stats"]["mean"] == pytest.approx(np.nanmean(score))
+    assert edges[0] == np.nanmin(score) and edges[-1] == np.nanmax(score)
+    ev = evaluate(labelled, build_config({}, []))
+    assert ev["auroc_forgetting"] == pytest.approx(auroc(score[has], label[has]))
+    assert ev["tp"] == int((dropped & has & (label == 1)).sum())
