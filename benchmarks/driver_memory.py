@@ -1,8 +1,8 @@
 """Driver memory over a whole run (ingest to report) as the corpus grows: the head node's budget.
 
 Writes a synthetic JSONL corpus of N rows (1% verbatim duplicates, so the duplicate pass has work),
-builds a micro Llama with its own tokenizer, and runs ``forgetfilter run`` in this process on an
-embedded Ray, with a sampler recording this process's RSS every 0.2 s. Each stage's peak comes from
+builds a micro Llama with its own tokenizer, and runs ``forgetfilter run`` in a fresh process per size
+on an embedded Ray, with a sampler recording that process's RSS every 0.2 s. Each stage's peak comes from
 the samples inside its time span (the manifest's timings). The models are tiny on purpose: what is
 measured is what the driver holds per row, not model speed.
 
@@ -15,6 +15,8 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -103,15 +105,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--out", help="write the results as JSON here")
+    ap.add_argument("--one", nargs=3, metavar=("MODEL", "WORK", "RESULT"), help=argparse.SUPPRESS)  # a child: one size
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.one:
+        model, work, result = args.one
+        with open(result, "w") as f:
+            json.dump(bench(args.rows[0], model, work), f)
+        return
     results = []
     with tempfile.TemporaryDirectory() as work:
         texts = [f"question {i} about topic {i % 97} answer {i} is {i % 13} units harmful request I can't help with that."
                  for i in range(3000)]
         model = build_tiny_model(os.path.join(work, "micro"), texts, vocab_size=512, hidden_size=64, num_layers=1)
         for n in args.rows:
-            r = bench(n, model, work)
+            # A fresh process per size: a driver that already ran a smaller corpus starts from a higher RSS.
+            result = os.path.join(work, f"result-{n}.json")
+            subprocess.run([sys.executable, __file__, "--rows", str(n), "--one", model, work, result], check=True)
+            r = json.load(open(result))
             print(json.dumps(r), flush=True)
             results.append(r)
             if args.out:
