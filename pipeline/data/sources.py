@@ -174,11 +174,18 @@ def split_large(pieces: list[Piece], part_bytes: int) -> list[Piece]:
     ranges of whole lines; their ``first_row`` is left 0 until ``number_lines`` counts the lines
     before each (a pass that only counts newlines, run in parallel by the caller).
     """
-    out: list[Piece] = []
-    for p in pieces:
+    def size(p: Piece) -> int:
+        if p.format not in ("jsonl", "parquet"):
+            return 0
         fs, path = fsspec.core.url_to_fs(p.url)
-        size = fs.size(path) if p.format in ("jsonl", "parquet") else 0
-        if size <= part_bytes:  # (sizes: JSONL on disk, Parquet row groups uncompressed)
+        return fs.size(path)
+
+    with ThreadPoolExecutor(max_workers=CHECK_THREADS) as pool:  # one storage request per file: thousands on an object store
+        sizes = list(pool.map(size, pieces))
+    out: list[Piece] = []
+    for p, n_bytes in zip(pieces, sizes):
+        fs, path = fsspec.core.url_to_fs(p.url)
+        if n_bytes <= part_bytes:  # (sizes: JSONL on disk, Parquet row groups uncompressed)
             out.append(p)
         elif p.format == "parquet":
             with fs.open(path, "rb") as f:
@@ -192,7 +199,7 @@ def split_large(pieces: list[Piece], part_bytes: int) -> list[Piece]:
                     start, first, acc = g + 1, rows + 1, 0
         else:
             with fs.open(path, "rb") as f:
-                cuts = _line_starts(f, size, part_bytes)
+                cuts = _line_starts(f, n_bytes, part_bytes)
             out += [Piece(p.url, p.format, a, b, 1 if a == 0 else 0) for a, b in zip(cuts, cuts[1:])]
     return out
 
