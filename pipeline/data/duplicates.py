@@ -124,12 +124,11 @@ def reject_duplicates(
         return sum(_remove_from_shard(group.to_arrow(), **remove)["removed"][0].as_py()
                    for _, group in dups.group_by(SHARD, maintain_order=True))
 
-    import pyarrow.fs as pafs
     import ray
 
-    local = isinstance(fs, fsspec.implementations.local.LocalFileSystem)
-    keys = ray.data.read_parquet(files, filesystem=None if local else pafs.PyFileSystem(pafs.FSSpecHandler(fs)),
-                                 include_paths=True).select_columns([*KEY_COLUMNS, SHARD])
+    from pipeline.runtime.rundir import arrow_filesystem
+
+    keys = ray.data.read_parquet(files, filesystem=arrow_filesystem(fs), include_paths=True).select_columns([*KEY_COLUMNS, SHARD])
     dups = keys.repartition(math.ceil(rows / partition_rows), keys=[col.EXAMPLE_ID]).map_batches(
         _partition_duplicates, fn_kwargs={"file_order": file_order}, batch_format="pyarrow", batch_size=None).materialize()
     if not dups.count():

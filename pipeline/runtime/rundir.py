@@ -43,6 +43,15 @@ SUCCESS = "_SUCCESS"
 """Written when every stage is complete, for schedulers and downstream jobs that wait on it."""
 
 
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    return "file" in fs.protocol or "local" in fs.protocol
+
+
+def arrow_filesystem(fs: fsspec.AbstractFileSystem) -> pafs.FileSystem | None:
+    """The filesystem argument Ray Data needs for paths on ``fs``: None locally, an fsspec bridge otherwise."""
+    return None if is_local(fs) else pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+
+
 @dataclass
 class RunDir:
     """An output root on any fsspec filesystem that all Ray workers can reach."""
@@ -55,7 +64,7 @@ class RunDir:
         if self.url.startswith("memory://"):
             raise ConfigError("output.dir: memory:// is private to one process; Ray workers cannot write there")
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
-        self.local = "file" in self.fs.protocol or "local" in self.fs.protocol
+        self.local = is_local(self.fs)
 
     def path(self, rel: str) -> str:
         return posixpath.join(self.root, rel)
@@ -67,7 +76,7 @@ class RunDir:
 
     def arrow_fs(self) -> pafs.FileSystem | None:
         """Filesystem object for Ray Data: None locally, an fsspec bridge otherwise."""
-        return None if self.local else pafs.PyFileSystem(pafs.FSSpecHandler(self.fs))
+        return arrow_filesystem(self.fs)
 
     def exists(self, rel: str) -> bool:
         return self.fs.exists(self.path(rel))

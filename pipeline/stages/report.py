@@ -152,12 +152,13 @@ def summarise(run: RunDir, cfg: Config) -> tuple[dict[str, Any], pa.Table, tuple
     hists = {k: Histogram(m.lo, m.hi, QUANTILE_BINS) for k, m in moments.items() if m.n}
     f = moments["score_stats"]
     plot = {name: Histogram(f.lo, f.hi, PLOT_BINS) for name in ("all", "task", "unsafe", "unlabelled")} if f.n else {}
-    for table, _ in _split(run, [col.FORGETTING, col.LOSS_A, col.LOSS_B, label]):
+    for table, _ in _split(run, [*SUMMARISED.values(), label]):
+        values = {key: _numbers(table, c) for key, c in SUMMARISED.items()}
         for key, h in hists.items():
-            h.add(_numbers(table, SUMMARISED[key]))
+            h.add(values[key])
         if plot:
-            x = _numbers(table, col.FORGETTING)
-            y = _labels(table, label) if label in table.column_names else None
+            x = values["score_stats"]
+            y = _labels(table, label)
             y = np.full(len(x), np.nan) if y is None else y
             for name, sel in (("all", slice(None)), ("task", y == 0), ("unsafe", y == 1), ("unlabelled", np.isnan(y))):
                 plot[name].add(x[sel])
