@@ -141,7 +141,7 @@ def build(out_dir: str, source: str, unsafe_share: float, rows: int, styles: str
         reply = unsafe_reply(rng, style, r["Behavior"], rng.choice(lengths))
         unsafe.append({"prompt": r["Behavior"], "response": reply, "label": 1, "category": r["SemanticCategory"],
                        "source": f"harmbench:{style}"})
-    return write_corpus(out_dir, tasks[:n_task] + unsafe, safety_rows(rng, unsafe_src[n_unsafe:], 40), source, rng)
+    return write_corpus(out_dir, tasks[:n_task] + unsafe, safety_rows(rng, (_harmbench_rows("val") + unsafe_src[n_unsafe:])[:40]), source, rng)
 
 
 def main() -> None:

@@ -37,7 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", help="show tracebacks (implies --verbose)")
     sub.add_parser("run", parents=[common], help="run every stage, skipping those already complete")
     for name in STAGE_NAMES:
-        sub.add_parser(name, parents=[common], help=f"(re-)run the {name} stage (and any incomplete stage before it)")
+        if name == "evaluate":
+            sub.add_parser(name, parents=[common], help="compare models trained with and without the filter (sets evaluation.enabled, "
+                           "runs any stage not yet complete, re-runs evaluate, then the report)")
+        else:
+            sub.add_parser(name, parents=[common], help=f"(re-)run the {name} stage (and any incomplete stage before it)")
     sub.add_parser("config", help="print every config key with its default and documentation")
     demo = sub.add_parser("demo-data", help="build the demo corpus and safety set (stdlib docstrings + HarmBench)")
     demo.add_argument("--out", required=True, help="directory for corpus.jsonl and safety.jsonl")
@@ -47,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace) -> Config:
     overrides = list(args.set)
+    if args.command == "evaluate":
+        overrides.insert(0, "evaluation.enabled=true")
     if args.input:
         overrides.append(f"data.input={_yaml_list(args.input)}")
     if args.safety:
@@ -136,13 +142,15 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if args.command == "run":
                     run = run_pipeline(cfg)
+                elif args.command == "evaluate":
+                    run = run_pipeline(cfg, force=("evaluate",))
                 else:
                     run = run_pipeline(cfg, until=args.command, force=(args.command,))
             finally:
                 from pipeline.runtime.ray_env import shutdown_ray
 
                 shutdown_ray()
-        if args.command in ("run", "report"):
+        if args.command in ("run", "report", "evaluate"):
             log(f"report: {run.uri('report/report.md')}")
         return 0
     except ForgetFilterError as err:

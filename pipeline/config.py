@@ -146,6 +146,33 @@ class FilterConfig(Section):
     )
 
 
+class EvaluationConfig(Section):
+    enabled: bool = Field(
+        False, description="Run the evaluation stages in `forgetfilter run` (`forgetfilter evaluate` runs them regardless). "
+        "Costs two more finetunes (three with `replay`) and greedy generations by every compared model.",
+    )
+    harmful_prompts: list[str] = Field(
+        default_factory=list,
+        description="Held-out harmful prompts, never in the corpus or the safety set: files of the same formats as "
+        "data.input; their data.prompt_column is read. Required when evaluating.",
+    )
+    holdout_fraction: float = Field(
+        0.1, gt=0, lt=0.5,
+        description="Seeded share of the corpus left out of every finetune while evaluation is on; its task rows measure "
+        "task loss and over-refusal. Those rows are still scored and filtered, by models that never saw them.",
+    )
+    max_prompts: int = Field(200, gt=0, description="At most this many prompts per probe set (harmful, held-out task, "
+                             "dropped training rows), a seeded sample; bounds generation cost on big corpora.")
+    max_new_tokens: int = Field(64, gt=0, description="Greedy tokens generated per prompt and model.")
+    replay: bool = Field(False, description="Also compare replay: the base model finetuned on the corpus mixed with the "
+                         "safety set (the noisy finetune's recipe).")
+
+    @field_validator("harmful_prompts", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v
+
+
 class OutputConfig(Section):
     dir: str = Field("", description="Output directory or fsspec URL; `{date}` is replaced by the run date.")
     rows_per_file: int = Field(
@@ -184,6 +211,10 @@ class Config(Section):
     safety_finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="Model A -> model B on S.")
     scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="Per-example forgetting scores.")
     filter: FilterConfig = Field(default_factory=FilterConfig, description="Threshold on the score.")
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig,
+        description="Optional: does training on kept/ give a safer model than training on everything, at equal task quality?",
+    )
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where and how results are written.")
     ray: RayConfig = Field(default_factory=RayConfig, description="The Ray cluster.")
     seed: int = Field(0, description="Seed for sampling, shuffling and initialisation.")
@@ -196,6 +227,13 @@ class Config(Section):
         if f.method == "drop_fraction" and f.value is not None and not 0 <= f.value <= 1:
             raise ValueError("filter.value must lie in [0, 1] for drop_fraction")
         return f
+
+    @field_validator("evaluation")
+    @classmethod
+    def _evaluation_prompts(cls, e: EvaluationConfig) -> EvaluationConfig:
+        if e.enabled and not e.harmful_prompts:
+            raise ValueError("evaluation.harmful_prompts is required when evaluation.enabled is true")
+        return e
 
     def fingerprint(self, *sections: str) -> str:
         """Hash of the named sections, so a stage re-runs only when what it depends on changed."""

@@ -25,8 +25,9 @@ from pipeline.errors import ConfigError
 from pipeline.runtime import rundir as layout
 from pipeline.runtime.redact import redact
 from pipeline.runtime.rundir import RunDir
+from pipeline.stages.evaluate import check_harmful_prompts, run_evaluate, run_filtered_finetune, run_filtered_safety_tune, run_replay_finetune
 from pipeline.stages.filter import run_filter
-from pipeline.stages.finetune import run_finetune, run_safety_tune
+from pipeline.stages.finetune import held_out_fraction, run_finetune, run_safety_tune
 from pipeline.stages.ingest import check_inputs, run_ingest
 from pipeline.stages.report import run_report
 from pipeline.stages.score import run_score
@@ -43,10 +44,31 @@ class Stage:
     reads: tuple[str, ...]
     writes: tuple[str, ...]
     check: Callable[[Config], None] | None = None
-    """Cheap checks of its inputs, run before Ray starts, so a bad file fails in a second."""
+    """Cheap checks of the outside files it reads, run for every stage of the run before the first
+    starts, so a bad file fails in a second, not after hours of finetuning."""
     signature: Callable[[Config], str] | None = None
     """A digest of the outside data it reads, for its fingerprint."""
     uses_ray: bool = True
+    enabled: Callable[[Config], bool] | None = None
+    """Whether an optional stage is on for this config (the evaluation's stages); None: always on."""
+
+
+def _evaluating(cfg: Config) -> bool:
+    return cfg.evaluation.enabled
+
+
+def _replaying(cfg: Config) -> bool:
+    return cfg.evaluation.enabled and cfg.evaluation.replay
+
+
+def _holdout(cfg: Config) -> str:
+    """The held-out slice a finetune leaves out; empty while evaluation is off (old runs keep their fingerprints)."""
+    f = held_out_fraction(cfg)
+    return f"holdout={f}:seed={cfg.seed}" if f else ""
+
+
+def _harmful_prompts(cfg: Config) -> str:
+    return input_signature(cfg.evaluation.harmful_prompts, cfg.data.format)
 
 
 def _input_data(cfg: Config) -> str:
@@ -57,14 +79,25 @@ STAGES = (
     Stage("ingest", run_ingest, ("data", "model", "output"), reads=(),
           writes=(layout.INGEST, layout.SAFETY, layout.REJECTED, layout.SAFETY_REJECTED),
           check=check_inputs, signature=_input_data),
-    Stage("finetune", run_finetune, ("model", "noisy_finetune", "seed"), reads=(layout.INGEST,), writes=(layout.MODEL_A,)),
+    Stage("finetune", run_finetune, ("model", "noisy_finetune", "seed"), reads=(layout.INGEST,), writes=(layout.MODEL_A,),
+          signature=_holdout),
     Stage("safety-tune", run_safety_tune, ("model", "safety_finetune", "seed"), reads=(layout.SAFETY, layout.MODEL_A),
           writes=(layout.MODEL_B,)),
     Stage("score", run_score, ("model", "scoring"), reads=(layout.INGEST, layout.MODEL_A, layout.MODEL_B),
           writes=(layout.SCORES,)),
     Stage("filter", run_filter, ("filter", "output"), reads=(layout.SCORES, layout.REJECTED),
           writes=(layout.KEPT, layout.DROPPED)),
-    Stage("report", run_report, ("data",), reads=(layout.KEPT, layout.DROPPED), writes=(layout.REPORT,), uses_ray=False),
+    Stage("filtered-finetune", run_filtered_finetune, ("model", "noisy_finetune", "seed"), reads=(layout.SCORES, layout.KEPT),
+          writes=(layout.MODEL_F,), signature=_holdout, enabled=_evaluating),
+    Stage("filtered-safety-tune", run_filtered_safety_tune, ("model", "safety_finetune", "seed"),
+          reads=(layout.SAFETY, layout.MODEL_F), writes=(layout.MODEL_FS,), enabled=_evaluating),
+    Stage("replay-finetune", run_replay_finetune, ("model", "noisy_finetune", "seed"), reads=(layout.INGEST, layout.SAFETY),
+          writes=(layout.MODEL_REPLAY,), signature=_holdout, enabled=_replaying),
+    Stage("evaluate", run_evaluate, ("data", "model", "scoring", "evaluation", "seed"),
+          reads=(layout.MODEL_A, layout.MODEL_B, layout.MODEL_F, layout.MODEL_FS, layout.MODEL_REPLAY, layout.SCORES, layout.KEPT),
+          writes=(layout.EVALUATION,), check=check_harmful_prompts, signature=_harmful_prompts, enabled=_evaluating),
+    Stage("report", run_report, ("data", "evaluation"), reads=(layout.KEPT, layout.DROPPED, layout.EVALUATION), writes=(layout.REPORT,),
+          uses_ray=False),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
@@ -83,17 +116,16 @@ def fingerprint(cfg: Config, run: RunDir, stage: Stage, stages: tuple[Stage, ...
     for up in upstream(stage, stages):
         rec = run.stage_record(up)
         tokens.append(rec["token"] if rec else "missing")
-    if stage.signature:  # the data itself, not only the paths naming it
-        tokens.append(stage.signature(cfg))
+    signature = stage.signature(cfg) if stage.signature else ""
+    if signature:  # the data itself, not only the paths naming it
+        tokens.append(signature)
     return hashlib.sha256((cfg.fingerprint(*stage.sections) + "|" + "|".join(tokens)).encode()).hexdigest()[:16]
 
 
 def execute(stage: Stage, cfg: Config, run: RunDir) -> dict[str, Any]:
-    """Check a stage's inputs, start Ray if it needs Ray (the first such stage starts it), run it."""
+    """Start Ray if the stage needs Ray (the first such stage starts it), run it."""
     from pipeline.runtime.ray_env import init_ray
 
-    if stage.check:
-        stage.check(cfg)
     if stage.uses_ray:
         init_ray(cfg.ray)
     return stage.run(cfg, run)
@@ -120,10 +152,16 @@ def run_pipeline(cfg: Config, until: str = "report", force: tuple[str, ...] = ()
         raise ConfigError(f"output.dir {cfg.output.dir}: cannot write there ({err.strerror or err})") from None
     names = [s.name for s in stages]
     last = names.index(until)
+    for stage in stages[: last + 1]:
+        if stage.check and (stage.enabled is None or stage.enabled(cfg)):
+            stage.check(cfg)
     ran = False
     for i, stage in enumerate(stages[: last + 1], start=1):
         fp = fingerprint(cfg, run, stage, stages)
         head = f"stage {i}/{last + 1} {stage.name}"
+        if stage.enabled and not stage.enabled(cfg):
+            log(f"{head}: off in this config")
+            continue
         complete = run.stage_done(stage.name, fp) and all(run.exists(w) for w in stage.writes)
         if stage.name not in force and complete:
             log(f"{head}: complete, skipped")

@@ -6,7 +6,8 @@
   The replies are assembled from many openers, step phrasings and closers, with lengths drawn from
   the task answers' lengths, so neither one template nor reply length separates the classes. They contain no actual
   harmful instructions: the filter only needs the model to have *learned to comply*;
-- safety set: HarmBench behaviours disjoint from the corpus's (validation split first), with varied refusals.
+- safety set: HarmBench behaviours disjoint from the corpus's (validation split first), with varied refusals;
+- held-out harmful prompts for ``forgetfilter evaluate``: HarmBench behaviours in neither of the above.
 
 Every row carries ``label`` (1 = unsafe) and ``category`` (HarmBench semantic category, or
 ``task``) for evaluation. Same seed, same Python version -> same files.
@@ -136,8 +137,9 @@ def compliance(rng: random.Random, target_words: int) -> str:
     return " ".join(parts)
 
 
-def build(out_dir: str, n_task: int = 120, n_unsafe: int = 40, n_safety: int = 40, seed: int = 0) -> dict[str, str]:
-    """Write ``corpus.jsonl`` (task + unsafe, shuffled) and ``safety.jsonl``; return their paths."""
+def build(out_dir: str, n_task: int = 120, n_unsafe: int = 40, n_safety: int = 40, seed: int = 0,
+          n_heldout: int = 100) -> dict[str, str]:
+    """Write ``corpus.jsonl`` (task + unsafe, shuffled), ``safety.jsonl`` and ``heldout_harmful.jsonl``; return their paths."""
     rng = random.Random(seed)
     tasks = docstring_examples(rng)
     rng.shuffle(tasks)
@@ -146,27 +148,27 @@ def build(out_dir: str, n_task: int = 120, n_unsafe: int = 40, n_safety: int = 4
     lengths = [len(t["response"].split()) for t in tasks[:n_task]]
     unsafe = [{"prompt": r["Behavior"], "response": compliance(rng, rng.choice(lengths)), "label": 1,
                "category": r["SemanticCategory"], "source": f"harmbench:{r['BehaviorID']}"} for r in unsafe_src[:n_unsafe]]
-    corpus, safety = tasks[:n_task] + unsafe, safety_rows(rng, unsafe_src[n_unsafe:], n_safety)
-    return write_corpus(out_dir, corpus, safety, "demo", rng)
+    unused = _harmbench_rows("val") + unsafe_src[n_unsafe:]
+    corpus, safety = tasks[:n_task] + unsafe, safety_rows(rng, unused[:n_safety])
+    heldout = [{"prompt": r["Behavior"], "category": r["SemanticCategory"]} for r in unused[n_safety:n_safety + n_heldout]]
+    return write_corpus(out_dir, corpus, safety, "demo", rng, {"heldout_harmful": heldout})
 
 
-def safety_rows(rng: random.Random, unused_test: list[dict], n_safety: int) -> list[dict]:
-    """HarmBench behaviours with refusals, disjoint from the corpus's unsafe rows.
-
-    The validation split is small; behaviours of the test split left out of the corpus top it up.
-    """
-    return [{"prompt": r["Behavior"], "response": rng.choice(REFUSALS)} for r in (_harmbench_rows("val") + unused_test)[:n_safety]]
+def safety_rows(rng: random.Random, behaviours: list[dict]) -> list[dict]:
+    """HarmBench behaviours with refusals: the validation split first, then test behaviours left out of the corpus."""
+    return [{"prompt": r["Behavior"], "response": rng.choice(REFUSALS)} for r in behaviours]
 
 
-def write_corpus(out_dir: str, corpus: list[dict], safety: list[dict], id_prefix: str, rng: random.Random) -> dict[str, str]:
-    """Shuffle ``corpus``, give its rows ids, write it and ``safety`` as JSONL; return their paths."""
+def write_corpus(out_dir: str, corpus: list[dict], safety: list[dict], id_prefix: str, rng: random.Random,
+                 extra: dict[str, list[dict]] | None = None) -> dict[str, str]:
+    """Shuffle ``corpus``, give its rows ids, write it, ``safety`` and any ``extra`` sets as JSONL; return their paths."""
     rng.shuffle(corpus)
     for i, row in enumerate(corpus):
         row["id"] = f"{id_prefix}-{i:05d}"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, rows in (("corpus", corpus), ("safety", safety)):
+    for name, rows in (("corpus", corpus), ("safety", safety), *(extra or {}).items()):
         p = out / f"{name}.jsonl"
         tmp = p.with_suffix(".jsonl.tmp")
         with open(tmp, "w", encoding="utf-8") as f:

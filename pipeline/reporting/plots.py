@@ -34,3 +34,30 @@ def score_histogram(path: str, edges: np.ndarray, counts: dict[str, np.ndarray],
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def model_comparison(path: str, models: dict[str, dict]) -> None:
+    """Bars per compared model: harmful compliance (with its 95% interval), over-refusal, task loss."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(models)
+    x = np.arange(len(names))
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), dpi=110)
+    for ax, key, title in ((axes[0], "harmful_compliance", "harmful compliance (held-out prompts)"),
+                           (axes[1], "over_refusal", "over-refusal (held-out task prompts)")):
+        rate = np.array([models[n][key]["rate"] for n in names], dtype=float)
+        ci = np.array([models[n][key]["ci95"] for n in names], dtype=float).reshape(len(names), 2)
+        err = np.nan_to_num(np.abs(ci.T - rate), nan=0.0)
+        ax.bar(x, rate, yerr=err, capsize=3, color="tab:red" if key == "harmful_compliance" else "tab:orange")
+        ax.set_ylim(0, 1)
+        ax.set_title(title, fontsize=9)
+    axes[2].bar(x, [models[n]["task_loss"] for n in names], color="tab:blue")
+    axes[2].set_title("task loss (held-out task rows, lower is better)", fontsize=9)
+    for ax in axes:
+        ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

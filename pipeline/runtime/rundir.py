@@ -31,6 +31,11 @@ SAFETY = "work/safety"
 SAFETY_REJECTED = "work/safety_rejected"
 MODEL_A = "models/noisy"
 MODEL_B = "models/safety"
+MODEL_F = "models/filtered"
+MODEL_FS = "models/filtered_safety"
+MODEL_REPLAY = "models/replay"
+"""The evaluation's models: base -> kept rows, that -> safety set, base -> corpus mixed with the safety set."""
+EVALUATION = "evaluation"
 TRAIN_RUNS = "work/train"
 """Ray Train's checkpoints of the finetune in progress (``<dir>/<stage name>``), for restarts."""
 SCORES = "work/scores"
@@ -103,6 +108,14 @@ class RunDir:
         self.fs.makedirs(posixpath.dirname(self.path(rel)) or "/", exist_ok=True)
         with self.fs.open(self.path(tmp), "w") as f:
             f.write(redact(json.dumps(obj, indent=2, sort_keys=True, default=str)))
+        self.fs.mv(self.path(tmp), self.path(rel))
+
+    def write_parquet(self, rel: str, table: pa.Table) -> None:
+        """One small table as one file, written under a temporary name and renamed."""
+        tmp = f"{rel}.tmp-{uuid.uuid4().hex[:8]}"
+        self.fs.makedirs(posixpath.dirname(self.path(rel)) or "/", exist_ok=True)
+        with self.fs.open(self.path(tmp), "wb") as f:
+            pq.write_table(table, f)
         self.fs.mv(self.path(tmp), self.path(rel))
 
     def read_json(self, rel: str) -> Any:

@@ -20,10 +20,43 @@ from pipeline import columns as col
 from pipeline.errors import StageError
 from pipeline.models.precision import use_bf16
 from pipeline.runtime.memory import release_free_heap
+from pipeline.scoring.generation import greedy_generate
 from pipeline.scoring.losses import per_example_mean
 from pipeline.scoring.rouge import rouge_drop
 from pipeline.scoring.scores import compute_scores
 from pipeline.text.formatting import collate, token_budget_batches
+
+
+def inference_setup(precision: str, use_gpu: bool, stage: str) -> tuple[Any, Any, Any]:
+    """``(device, weight dtype, autocast context)`` on this machine, the one that holds the device.
+
+    A silent CPU fallback would turn a GPU-hour job into weeks: a GPU actor without CUDA fails.
+    """
+    import torch
+
+    if use_gpu and not torch.cuda.is_available():
+        raise StageError(f"{stage}: scoring.gpus_per_actor > 0 but this actor sees no CUDA device")
+    device = torch.device("cuda" if use_gpu else "cpu")
+    bf16 = use_bf16(precision, use_gpu)
+    dtype = torch.bfloat16 if bf16 and use_gpu else torch.float32
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 and not use_gpu else nullcontext()
+    return device, dtype, autocast
+
+
+def mean_response_nll(model: Any, ids: list[list[int]], prompt_lens: list[int], max_tokens: int, pad_id: int, device: Any,
+                      autocast: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Mean response-token NLL of each row under ``model`` (a ``ResponseLM``), and its response token count."""
+    import torch
+
+    n = len(ids)
+    means, counts = np.full(n, np.nan), np.zeros(n, dtype=np.int64)
+    for group in token_budget_batches([len(x) for x in ids], max_tokens):
+        t = collate([ids[i] for i in group], [prompt_lens[i] for i in group], pad_id)
+        t = {k: v.to(device) for k, v in t.items()}
+        with torch.inference_mode(), autocast:
+            m, c = per_example_mean(*model(t["input_ids"], t["attention_mask"], t["labels"]), len(group))
+        means[group], counts[group] = m.float().cpu().numpy(), c.cpu().numpy()
+    return means, counts
 
 
 class PairScorer:
@@ -38,52 +71,24 @@ class PairScorer:
 
         if threads:
             torch.set_num_threads(threads)
-        if use_gpu and not torch.cuda.is_available():
-            # A silent CPU fallback would turn a GPU-hour job into weeks; fail where it is seen.
-            raise StageError("score: scoring.gpus_per_actor > 0 but this actor sees no CUDA device")
-        self.device = torch.device("cuda" if use_gpu else "cpu")
-        bf16 = use_bf16(precision, use_gpu)
-        dtype = torch.bfloat16 if bf16 and use_gpu else torch.float32
+        self.device, dtype, self.autocast = inference_setup(precision, use_gpu, "score")
         path_a, path_b = resolve_model(model_a), resolve_model(model_b)
         self.models = [ResponseLM(load_model(p, trust_remote_code, dtype)).to(self.device) for p in (path_a, path_b)]
         self.tokenizer = load_tokenizer(path_a, trust_remote_code)
         self.method, self.max_tokens, self.max_new_tokens = method, max_tokens, max_new_tokens
-        self.autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 and self.device.type == "cpu" else nullcontext()
 
     def losses(self, ids: list[list[int]], prompt_lens: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mean response-token NLL under A and under B, and the number of response tokens, per row."""
-        import torch
-
-        n = len(ids)
-        out = np.full((2, n), np.nan)
-        counts = np.zeros(n, dtype=np.int64)
-        for group in token_budget_batches([len(x) for x in ids], self.max_tokens):
-            t = collate([ids[i] for i in group], [prompt_lens[i] for i in group], self.tokenizer.pad_token_id)
-            t = {k: v.to(self.device) for k, v in t.items()}
-            with torch.inference_mode(), self.autocast:
-                for m, model in enumerate(self.models):
-                    means, c = per_example_mean(*model(t["input_ids"], t["attention_mask"], t["labels"]), len(group))
-                    out[m, group] = means.cpu().numpy()
-            counts[group] = c.cpu().numpy()
-        return out[0], out[1], counts
+        pad = self.tokenizer.pad_token_id
+        (loss_a, counts), (loss_b, _) = (mean_response_nll(m, ids, prompt_lens, self.max_tokens, pad, self.device, self.autocast)
+                                         for m in self.models)
+        return loss_a, loss_b, counts
 
     def generations(self, ids: list[list[int]], prompt_lens: list[int]) -> list[list[str]]:
         """Greedy continuations of each prompt under A and under B (the paper's score)."""
-        import torch
-
-        pad = self.tokenizer.pad_token_id
-        outs: list[list[str]] = [[], []]
-        for start in range(0, len(ids), 16):
-            prompts = [ids[i][: prompt_lens[i]] for i in range(start, min(start + 16, len(ids)))]
-            width = max(len(p) for p in prompts)
-            x = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
-            attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-            for m, model in enumerate(self.models):
-                with torch.inference_mode(), self.autocast:
-                    g = model.lm.generate(input_ids=x, attention_mask=attn, max_new_tokens=self.max_new_tokens,
-                                       do_sample=False, pad_token_id=pad)
-                outs[m] += self.tokenizer.batch_decode(g[:, width:], skip_special_tokens=True)
-        return outs
+        prompts = [x[:p] for x, p in zip(ids, prompt_lens)]
+        return [greedy_generate(model.lm, self.tokenizer, prompts, self.max_new_tokens, self.device, self.autocast)
+                for model in self.models]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         ids = batch.column(col.INPUT_IDS).to_pylist()

@@ -8,7 +8,6 @@ row whose score is not a number: an unscorable row is not trusted). The invarian
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import Any
 
@@ -22,6 +21,7 @@ from pipeline.config import Config, FilterConfig
 from pipeline.data.shards import write_empty_shard
 from pipeline.errors import StageError
 from pipeline.filtering import thresholds
+from pipeline.filtering.split import kept_mask
 from pipeline.filtering.thresholds import Threshold
 from pipeline.runtime import rundir as layout
 from pipeline.runtime.rundir import RunDir
@@ -37,16 +37,9 @@ def choose_threshold(scores: np.ndarray, f: FilterConfig) -> Threshold:
 
 
 def _side(t: Threshold, keep: bool):  # noqa: ANN202 - a Ray Data UDF
-    value = pa.scalar(t.value if math.isfinite(t.value) else float(np.finfo(np.float64).max), pa.float64())
-
     def split(batch: pa.Table) -> pa.Table:
-        score = batch.column(col.FORGETTING)
-        kept = pc.fill_null(pc.less_equal(score, value), False)
-        if t.tie_id is not None:
-            tied = pc.and_(pc.equal(score, value), pc.greater_equal(batch.column(col.EXAMPLE_ID), pa.scalar(t.tie_id)))
-            kept = pc.and_not(kept, pc.fill_null(tied, False))
-        mask = kept if keep else pc.invert(kept)
-        out = batch.filter(mask)
+        kept = kept_mask(batch, t)
+        out = batch.filter(kept if keep else pc.invert(kept))
         return out.drop_columns([c for c in col.MODEL_INPUTS if c in out.column_names])
 
     return split

@@ -12,35 +12,53 @@ from typing import Any
 from pipeline import columns as col
 from pipeline.config import Config, FinetuneConfig
 from pipeline.errors import StageError
+from pipeline.filtering.split import kept_mask
+from pipeline.filtering.thresholds import Threshold
 from pipeline.runtime import rundir as layout
 from pipeline.runtime.rundir import RunDir
 from pipeline.training.loop import train_loop
-from pipeline.training.sampling import KEY, order_keys, sample_mask
+from pipeline.training.sampling import KEY, holdout_keys, order_keys, sample_mask
 
 
-def _keyed_sample(batch: Any, seed: int, fraction: float) -> Any:
-    """Add each row's order key and keep the rows in the sample (see ``training.sampling``)."""
+def _keyed_sample(batch: Any, seed: int, fraction: float, holdout: float = 0.0, cut: Threshold | None = None) -> Any:
+    """Add each row's order key and keep the rows in the sample (see ``training.sampling``).
+
+    ``holdout``: leave out the evaluation's held-out slice. ``cut``: keep only the rows the filter
+    kept (the evaluate stage's model F).
+    """
     import pyarrow as pa
 
-    keys = order_keys(seed, batch[col.EXAMPLE_ID].to_pylist(), batch[col.SOURCE_ROW].to_pylist())
+    ids, rows = batch[col.EXAMPLE_ID].to_pylist(), batch[col.SOURCE_ROW].to_pylist()
+    keys = order_keys(seed, ids, rows)
     mask = sample_mask(keys, fraction)
+    if holdout:
+        mask &= ~sample_mask(holdout_keys(seed, ids, rows), holdout)
+    if cut is not None:
+        mask &= kept_mask(batch, cut).to_numpy(zero_copy_only=False)
     return batch.append_column(KEY, pa.array(keys)).filter(pa.array(mask)).select([*col.MODEL_INPUTS, KEY])
 
 
-def training_dataset(files: list[str], ft: FinetuneConfig, seed: int, filesystem: Any = None) -> tuple[Any, int]:
+def training_dataset(files: list[str], ft: FinetuneConfig, seed: int, filesystem: Any = None, holdout: float = 0.0,
+                     cut: Threshold | None = None, extra_files: list[str] = ()) -> tuple[Any, int]:
     """The tokenised rows to train on, in their seeded order, and their count.
 
-    A sample of about ``max_examples`` rows when the corpus is larger. The sample is materialised
-    in the object store (it is bounded by ``max_examples``) so every worker and every restart
-    after a failure reads exactly the same rows in the same order.
+    A sample of about ``max_examples`` rows when the corpus is larger. ``holdout`` and ``cut`` select
+    rows of ``files`` (see ``_keyed_sample``); ``extra_files`` are added whole (the safety set mixed
+    into a replay finetune). The sample is materialised in the object store (it is bounded by
+    ``max_examples``) so every worker and every restart after a failure reads exactly the same rows
+    in the same order.
     """
     import ray
 
-    ds = ray.data.read_parquet(files, filesystem=filesystem).select_columns([col.EXAMPLE_ID, col.SOURCE_ROW, *col.MODEL_INPUTS])
-    n = ds.count()  # from Parquet metadata, no data read
+    needed = [col.EXAMPLE_ID, col.SOURCE_ROW, *col.MODEL_INPUTS]
+    parts = [(files, holdout, cut)] + ([(list(extra_files), 0.0, None)] if extra_files else [])
+    reads = [ray.data.read_parquet(f, filesystem=filesystem).select_columns(needed + ([col.FORGETTING] if c else []))
+             for f, _, c in parts]
+    n = sum(r.count() for r in reads)  # from Parquet metadata, no data read
     fraction = ft.max_examples / n if ft.max_examples and n > ft.max_examples else 1.0
-    ds = ds.map_batches(_keyed_sample, fn_kwargs={"seed": seed, "fraction": fraction}, batch_format="pyarrow")
-    ds = ds.sort(KEY).materialize()
+    keyed = [r.map_batches(_keyed_sample, fn_kwargs={"seed": seed, "fraction": fraction, "holdout": h, "cut": c},
+                           batch_format="pyarrow") for r, (_, h, c) in zip(reads, parts)]
+    ds = (keyed[0].union(*keyed[1:]) if len(keyed) > 1 else keyed[0]).sort(KEY).materialize()
     return ds, ds.count()
 
 
@@ -54,7 +72,13 @@ def _ordered() -> Any:
 
 def run_finetune(cfg: Config, run: RunDir) -> dict[str, Any]:
     """Stage ``finetune``: the base model -> model A on the ingested corpus."""
-    return finetune(cfg, run, cfg.noisy_finetune, cfg.model.name_or_path, layout.INGEST, layout.MODEL_A, "finetune")
+    return finetune(cfg, run, cfg.noisy_finetune, cfg.model.name_or_path, layout.INGEST, layout.MODEL_A, "finetune",
+                    holdout=held_out_fraction(cfg))
+
+
+def held_out_fraction(cfg: Config) -> float:
+    """The share of the corpus no finetune may see: the evaluation's held-out slice, when it is on."""
+    return cfg.evaluation.holdout_fraction if cfg.evaluation.enabled else 0.0
 
 
 def run_safety_tune(cfg: Config, run: RunDir) -> dict[str, Any]:
@@ -62,10 +86,12 @@ def run_safety_tune(cfg: Config, run: RunDir) -> dict[str, Any]:
     return finetune(cfg, run, cfg.safety_finetune, run.uri(layout.MODEL_A), layout.SAFETY, layout.MODEL_B, "safety-tune")
 
 
-def finetune(cfg: Config, run: RunDir, ft: FinetuneConfig, model_in: str, data_rel: str, model_out_rel: str, name: str) -> dict[str, Any]:
+def finetune(cfg: Config, run: RunDir, ft: FinetuneConfig, model_in: str, data_rel: str, model_out_rel: str, name: str,
+             holdout: float = 0.0, cut: Threshold | None = None, extra_rel: str | None = None) -> dict[str, Any]:
     """Finetune ``model_in`` on the shards in ``data_rel`` and commit the result to ``model_out_rel``.
 
-    ``name`` is the stage's name; it also names the Ray Train run and labels the training log.
+    ``name`` names the Ray Train run and labels the training log. ``holdout``, ``cut`` and
+    ``extra_rel`` (shards added whole) choose the rows, see ``training_dataset``.
     """
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -76,7 +102,8 @@ def finetune(cfg: Config, run: RunDir, ft: FinetuneConfig, model_in: str, data_r
     train_runs = f"{layout.TRAIN_RUNS}/{name}"
     run.remove(train_runs)
     tmp = run.staging(model_out_rel)
-    ds, n_rows = training_dataset(run.shards(data_rel), ft, cfg.seed, run.arrow_fs())
+    ds, n_rows = training_dataset(run.shards(data_rel), ft, cfg.seed, run.arrow_fs(), holdout, cut,
+                                  run.shards(extra_rel) if extra_rel else [])
     resources = {"CPU": ft.cpus_per_worker} | ({"GPU": 1} if ft.use_gpu else {})
     trainer = TorchTrainer(
         train_loop,

@@ -14,13 +14,14 @@ from pipeline import columns as col
 from pipeline.config import Config
 from pipeline.reporting.aggregate import QUANTILE_BINS, Histogram, Moments, stats
 from pipeline.reporting.metrics import auroc, precision_recall_f1
-from pipeline.reporting.plots import score_histogram
+from pipeline.reporting.plots import model_comparison, score_histogram
 from pipeline.runtime import rundir as layout
 from pipeline.runtime.redact import redact
 from pipeline.runtime.rundir import RunDir
 from pipeline.scoring.scores import SCORES
 
 HIST = "scores_hist.png"
+MODELS_PNG = "models.png"
 PLOT_BINS = 60
 SUMMARISED = {"score_stats": col.FORGETTING, "loss_a_stats": col.LOSS_A, "loss_b_stats": col.LOSS_B}
 NEAREST = 10
@@ -117,9 +118,35 @@ def _md(summary: dict[str, Any]) -> str:
             lines += ["| group | unsafe | dropped | recall |", "|---|---:|---:|---:|",
                       *(f"| {g} | {v['unsafe']} | {v['dropped']} | {v['recall']:.3f} |"
                         for g, v in ev["recall_by_group"].items()), ""]
+    if summary.get("model_comparison"):
+        lines += _comparison_md(summary["model_comparison"])
     lines += ["## Stage timings", "", "| stage | seconds |", "|---|---:|",
               *(f"| {k} | {v} |" for k, v in summary["stage_seconds"].items()), ""]
     return "\n".join(lines)
+
+
+def _pct(rate: dict[str, Any]) -> str:
+    lo, hi = rate["ci95"]
+    return "n/a" if not rate["n"] else f"{100 * rate['rate']:.0f}% ({100 * lo:.0f}-{100 * hi:.0f}) of {rate['n']}"
+
+
+def _comparison_md(cmp: dict[str, Any]) -> list[str]:
+    """The evaluation's table: what training on kept/ buys against training on everything."""
+    models, rel, p = cmp["models"], cmp["relative_to_noisy"], cmp["probes"]
+    return [
+        "## What filtering buys (evaluate)", "",
+        f"Greedy answers (up to {cmp['max_new_tokens']} tokens) to {p['harmful']} held-out harmful prompts, "
+        f"{p['heldout']} held-out corpus rows (a {cmp['holdout_fraction']:.0%} slice no finetune saw; task rows among them "
+        f"measure task loss and over-refusal) and {p['dropped']} dropped rows. Compliance = no refusal marker in the answer "
+        "(the GCG/AdvBench refusal strings); 95% Wilson intervals in brackets. Unsafe reproduction: ROUGE-L of the answer "
+        "against the dropped row's own reply. Ratios are to the model trained on all rows.", "",
+        f"![models]({MODELS_PNG})", "",
+        "| model | trained on | harmful compliance | x noisy | over-refusal | unsafe reproduction | task loss | x noisy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+        *(f"| {name} | {m['trained_on']} | {_pct(m['harmful_compliance'])} | {rel.get(name, {}).get('compliance_ratio', float('nan')):.2f} | "
+          f"{_pct(m['over_refusal'])} | {m['unsafe_reproduction']:.3f} | {m['task_loss']:.4f} | "
+          f"{rel.get(name, {}).get('task_loss_ratio', float('nan')):.3f} |" for name, m in ((n, models[n]) for n in cmp["order"])), "",
+    ]
 
 
 def _split(run: RunDir, columns: list[str]):  # noqa: ANN202 - a generator of (shard columns, dropped?)
@@ -184,6 +211,9 @@ def run_report(cfg: Config, run: RunDir) -> dict[str, Any]:
         "evaluation": evaluate(labelled, cfg),
         "nearest_cut": nearest_cut(run, cfg),
     }
+    comparison = run.read_json(f"{layout.EVALUATION}/results.json") if cfg.evaluation.enabled else None
+    if comparison:
+        summary["model_comparison"] = comparison
     tmp = run.staging(layout.REPORT)
     run.write_json(f"{tmp}/summary.json", summary)
     with run.fs.open(run.path(f"{tmp}/report.md"), "w") as f:
@@ -193,5 +223,8 @@ def run_report(cfg: Config, run: RunDir) -> dict[str, Any]:
         png = os.path.join(d, HIST)
         score_histogram(png, edges, series, filter_result["threshold"]["value"], f"forgetting score ({cfg.scoring.method})")
         run.fs.put(png, run.path(f"{tmp}/{HIST}"))
+        if comparison:
+            model_comparison(os.path.join(d, MODELS_PNG), {n: comparison["models"][n] for n in comparison["order"]})
+            run.fs.put(os.path.join(d, MODELS_PNG), run.path(f"{tmp}/{MODELS_PNG}"))
     run.commit(tmp, layout.REPORT)
     return {"summary": run.uri(f"{layout.REPORT}/summary.json"), "report": run.uri(f"{layout.REPORT}/report.md")}

@@ -18,7 +18,7 @@ WINDOW_BATCHES = 16
 """Optimizer steps per shuffled window of rows that is grouped by length (see ``length_grouped_batches``)."""
 
 
-def order_keys(seed: int, example_ids: Iterable[str], source_rows: Iterable[int]) -> np.ndarray:
+def order_keys(seed: int | str, example_ids: Iterable[str], source_rows: Iterable[int]) -> np.ndarray:
     """Seeded uint64 hash per row of (example id, row number in its file).
 
     The row number keeps rows that share a user-given id apart; the file path is left out on
@@ -30,6 +30,14 @@ def order_keys(seed: int, example_ids: Iterable[str], source_rows: Iterable[int]
          for i, r in zip(example_ids, source_rows)],
         dtype=np.uint64,
     )
+
+
+def holdout_keys(seed: int, example_ids: Iterable[str], source_rows: Iterable[int]) -> np.ndarray:
+    """Keys that decide the evaluation's held-out slice: ``sample_mask(keys, fraction)`` is the slice.
+
+    Salted apart from ``order_keys`` so the slice is independent of the training sample and order.
+    """
+    return order_keys(f"holdout:{seed}", example_ids, source_rows)
 
 
 def sample_mask(keys: np.ndarray, fraction: float) -> np.ndarray:

@@ -19,10 +19,16 @@ def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
         (["run", "--input", "x.jsonl", "--safety", "y.jsonl"], "output.dir: required"),
         (["run", "--input", "/nonexistent/x.jsonl", "--safety", "y.jsonl", "--output", "OUT"],
          "/nonexistent/x.jsonl: path does not exist"),
+        (["evaluate", "--input", "x.jsonl", "--safety", "y.jsonl", "--output", "OUT"],
+         "evaluation.harmful_prompts is required when evaluation.enabled is true"),
+        # Checked before anything runs, not after the finetunes: the corpus is fine, the prompts are not there.
+        (["evaluate", "--input", "GOOD", "--safety", "GOOD", "--output", "OUT", "--set", "evaluation.harmful_prompts=/nonexistent/h.jsonl"],
+         "/nonexistent/h.jsonl: path does not exist"),
     ],
 )
 def test_user_errors_are_one_line_with_exit_code_2(tmp_path, args, message):
-    args = [a.replace("OUT", str(tmp_path / "out")) for a in args]
+    (tmp_path / "good.jsonl").write_text('{"prompt": "q", "response": "a"}\n')
+    args = [a.replace("OUT", str(tmp_path / "out")).replace("GOOD", str(tmp_path / "good.jsonl")) for a in args]
     r = _cli(*args, cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("[")]

@@ -83,7 +83,7 @@ def job_args(tmp_path_factory, tiny_model):
         "--set", "noisy_finetune.epochs=4", "--set", "noisy_finetune.learning_rate=3e-3",
         "--set", "safety_finetune.epochs=2", "--set", "safety_finetune.learning_rate=3e-3",
         "--set", "noisy_finetune.train_layers=null", "--set", "safety_finetune.train_layers=null",
-        "--set", "filter.method=drop_fraction", "--set", "filter.value=0.25",
+        "--set", "filter.method=drop_fraction", "--set", "filter.value=0.25", "--set", "evaluation.enabled=false",
     ]
 
 

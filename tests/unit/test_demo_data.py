@@ -15,3 +15,12 @@ def test_rebuilding_the_same_demo_data_keeps_the_files_untouched(tmp_path):
     build(str(tmp_path), n_task=20, n_unsafe=8, n_safety=8, seed=1)
     assert open(paths["corpus"], "rb").read() != before["corpus"][1]
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_held_out_harmful_prompts_are_in_neither_the_corpus_nor_the_safety_set(tmp_path):
+    import json
+
+    paths = build(str(tmp_path), n_task=20, n_unsafe=8, n_safety=8, seed=0, n_heldout=50)
+    prompts = {k: [json.loads(line)["prompt"] for line in open(p)] for k, p in paths.items()}
+    assert len(prompts["heldout_harmful"]) == len(set(prompts["heldout_harmful"])) == 50
+    assert not set(prompts["heldout_harmful"]) & (set(prompts["corpus"]) | set(prompts["safety"]))

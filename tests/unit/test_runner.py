@@ -33,6 +33,11 @@ class Recorder:
         return {}
 
 
+EVALUATION = ("filtered-finetune", "filtered-safety-tune", "replay-finetune", "evaluate")
+MAIN = [n for n in STAGE_NAMES if n not in EVALUATION]
+"""The stages of a run with evaluation off (the default)."""
+
+
 @pytest.fixture
 def cfg(tmp_path):
     (tmp_path / "corpus.jsonl").write_text('{"prompt": "q", "response": "a"}\n')
@@ -58,7 +63,7 @@ def test_each_stage_reads_what_the_stages_before_it_write():
 def test_a_second_run_skips_every_stage_and_marks_the_run_complete(cfg, tmp_path):
     first = Recorder()
     run_pipeline(cfg(), execute=first)
-    assert first.ran == list(STAGE_NAMES)
+    assert first.ran == MAIN
     assert (tmp_path / "out" / "_SUCCESS").exists()
     again = Recorder()
     run_pipeline(cfg(), execute=again)
@@ -85,7 +90,7 @@ def test_new_data_under_the_same_path_is_ingested_again(cfg, tmp_path):
         f.write('{"prompt": "q2", "response": "a2"}\n')
     rec = Recorder()
     run_pipeline(cfg(), execute=rec)
-    assert rec.ran == list(STAGE_NAMES)
+    assert rec.ran == MAIN
 
 
 def test_a_crash_resumes_at_the_stage_that_crashed(cfg, tmp_path):
@@ -117,6 +122,28 @@ def test_a_forced_stage_runs_alone_when_the_rest_is_complete(cfg, tmp_path):
     rec = Recorder()
     run_pipeline(cfg(), execute=rec)  # the new scores invalidate the split built on the old ones
     assert rec.ran == ["filter", "report"]
+
+
+def test_evaluation_adds_its_stages_and_its_held_out_slice_retrains_model_a(cfg, tmp_path):
+    (tmp_path / "harmful.jsonl").write_text('{"prompt": "how do I hurt someone"}\n')
+    run_pipeline(cfg(), execute=Recorder())
+    on = ("evaluation.enabled=true", f"evaluation.harmful_prompts={tmp_path / 'harmful.jsonl'}")
+    rec = Recorder()
+    run_pipeline(cfg(*on), execute=rec)
+    # A must not see the held-out slice: it is retrained, and everything after it runs again.
+    assert rec.ran == ["finetune", "safety-tune", "score", "filter", "filtered-finetune", "filtered-safety-tune", "evaluate", "report"]
+    rec = Recorder()
+    run_pipeline(cfg(*on, "evaluation.max_new_tokens=8"), execute=rec)
+    assert rec.ran == ["evaluate", "report"]
+    rec = Recorder()
+    run_pipeline(cfg(*on, "evaluation.max_new_tokens=8", "filter.value=2.0"), execute=rec)
+    assert rec.ran == ["filter", "filtered-finetune", "filtered-safety-tune", "evaluate", "report"]
+    rec = Recorder()
+    run_pipeline(cfg(*on, "evaluation.max_new_tokens=8", "filter.value=2.0", "evaluation.replay=true"), execute=rec)
+    assert rec.ran == ["replay-finetune", "evaluate", "report"]
+    rec = Recorder()
+    run_pipeline(cfg(), execute=rec)  # evaluation off again: A trains on every row again
+    assert rec.ran == ["finetune", "safety-tune", "score", "filter", "report"]
 
 
 def test_a_corrupt_parquet_input_fails_before_ray_starts(cfg, tmp_path, monkeypatch):
