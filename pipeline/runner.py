@@ -157,11 +157,11 @@ def run_pipeline(cfg: Config, until: str = "report", force: tuple[str, ...] = ()
             stage.check(cfg)
     ran = False
     for i, stage in enumerate(stages[: last + 1], start=1):
-        fp = fingerprint(cfg, run, stage, stages)
         head = f"stage {i}/{last + 1} {stage.name}"
-        if stage.enabled and not stage.enabled(cfg):
+        if stage.enabled and not stage.enabled(cfg):  # before its fingerprint: that may read files an off stage never needs
             log(f"{head}: off in this config")
             continue
+        fp = fingerprint(cfg, run, stage, stages)
         complete = run.stage_done(stage.name, fp) and all(run.exists(w) for w in stage.writes)
         if stage.name not in force and complete:
             log(f"{head}: complete, skipped")

@@ -68,7 +68,7 @@ def run_replay_finetune(cfg: Config, run: RunDir) -> dict[str, Any]:
 def compared_models(cfg: Config, run: RunDir) -> list[dict[str, str]]:
     """The models the evaluation compares, in the report's order."""
     models = [
-        {"name": "base", "trained_on": "nothing (the aligned base model)", "path": cfg.model.name_or_path},
+        {"name": "base", "trained_on": "nothing (the base model)", "path": cfg.model.name_or_path},
         {"name": "noisy", "trained_on": "all rows (model A)", "path": run.uri(layout.MODEL_A)},
         {"name": "sequential", "trained_on": "all rows, then the safety set (model B)", "path": run.uri(layout.MODEL_B)},
         {"name": "filtered", "trained_on": "kept rows (model F)", "path": run.uri(layout.MODEL_F)},

@@ -142,8 +142,9 @@ def test_evaluation_adds_its_stages_and_its_held_out_slice_retrains_model_a(cfg,
     run_pipeline(cfg(*on, "evaluation.max_new_tokens=8", "filter.value=2.0", "evaluation.replay=true"), execute=rec)
     assert rec.ran == ["replay-finetune", "evaluate", "report"]
     rec = Recorder()
-    run_pipeline(cfg(), execute=rec)  # evaluation off again: A trains on every row again
-    assert rec.ran == ["finetune", "safety-tune", "score", "filter", "report"]
+    (tmp_path / "harmful.jsonl").unlink()  # off, the evaluation's files are never read (nor checked)
+    run_pipeline(cfg(f"evaluation.harmful_prompts={tmp_path / 'harmful.jsonl'}"), execute=rec)
+    assert rec.ran == ["finetune", "safety-tune", "score", "filter", "report"]  # evaluation off: A trains on every row again
 
 
 def test_a_corrupt_parquet_input_fails_before_ray_starts(cfg, tmp_path, monkeypatch):
