@@ -51,9 +51,9 @@ class Prober:
         has_reply = [i for i, (x, p) in enumerate(zip(ids, plens)) if x and len(x) > p]
         nll, rouge = np.full(len(ids), np.nan), np.full(len(ids), np.nan)
         if has_reply:
-            means, _ = mean_response_nll(self.model, [ids[i] for i in has_reply], [plens[i] for i in has_reply], self.max_tokens,
+            means, _ = mean_response_nll([self.model], [ids[i] for i in has_reply], [plens[i] for i in has_reply], self.max_tokens,
                                          self.tokenizer.pad_token_id, self.device, self.autocast)
-            nll[has_reply] = means
+            nll[has_reply] = means[0]
             refs = self.tokenizer.batch_decode([ids[i][plens[i]:] for i in has_reply], skip_special_tokens=True)
             rouge[has_reply] = [rouge_f(gens[i], ref) for i, ref in zip(has_reply, refs)]
         for name, values in (("generation", gens), ("refused", [is_refusal(g) for g in gens]), ("nll", nll), ("rouge", rouge)):

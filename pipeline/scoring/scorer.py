@@ -43,19 +43,22 @@ def inference_setup(precision: str, use_gpu: bool, stage: str) -> tuple[Any, Any
     return device, dtype, autocast
 
 
-def mean_response_nll(model: Any, ids: list[list[int]], prompt_lens: list[int], max_tokens: int, pad_id: int, device: Any,
+def mean_response_nll(models: list[Any], ids: list[list[int]], prompt_lens: list[int], max_tokens: int, pad_id: int, device: Any,
                       autocast: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Mean response-token NLL of each row under ``model`` (a ``ResponseLM``), and its response token count."""
+    """Mean response-token NLL of each row under each model (``ResponseLM``s), shape [models, rows], and
+    each row's response token count. Each micro-batch is collated and moved to the device once for all models."""
     import torch
 
     n = len(ids)
-    means, counts = np.full(n, np.nan), np.zeros(n, dtype=np.int64)
+    means, counts = np.full((len(models), n), np.nan), np.zeros(n, dtype=np.int64)
     for group in token_budget_batches([len(x) for x in ids], max_tokens):
         t = collate([ids[i] for i in group], [prompt_lens[i] for i in group], pad_id)
         t = {k: v.to(device) for k, v in t.items()}
         with torch.inference_mode(), autocast:
-            m, c = per_example_mean(*model(t["input_ids"], t["attention_mask"], t["labels"]), len(group))
-        means[group], counts[group] = m.float().cpu().numpy(), c.cpu().numpy()
+            for j, model in enumerate(models):
+                m, c = per_example_mean(*model(t["input_ids"], t["attention_mask"], t["labels"]), len(group))
+                means[j, group] = m.float().cpu().numpy()
+        counts[group] = c.cpu().numpy()
     return means, counts
 
 
@@ -79,10 +82,9 @@ class PairScorer:
 
     def losses(self, ids: list[list[int]], prompt_lens: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mean response-token NLL under A and under B, and the number of response tokens, per row."""
-        pad = self.tokenizer.pad_token_id
-        (loss_a, counts), (loss_b, _) = (mean_response_nll(m, ids, prompt_lens, self.max_tokens, pad, self.device, self.autocast)
-                                         for m in self.models)
-        return loss_a, loss_b, counts
+        means, counts = mean_response_nll(self.models, ids, prompt_lens, self.max_tokens, self.tokenizer.pad_token_id, self.device,
+                                          self.autocast)
+        return means[0], means[1], counts
 
     def generations(self, ids: list[list[int]], prompt_lens: list[int]) -> list[list[str]]:
         """Greedy continuations of each prompt under A and under B (the paper's score)."""
