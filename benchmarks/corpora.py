@@ -123,8 +123,9 @@ def unsafe_reply(rng: random.Random, style: str, behaviour: str, target_words: i
 SOURCES = {"wordnet": wordnet_examples, "jokes": joke_examples, "docstrings": docstring_examples}
 
 
-def build(out_dir: str, source: str, unsafe_share: float, rows: int, styles: str = "varied", seed: int = 0) -> dict[str, str]:
-    """Write ``corpus.jsonl`` and ``safety.jsonl`` with ``round(rows * unsafe_share)`` unsafe rows."""
+def build(out_dir: str, source: str, unsafe_share: float, rows: int, styles: str = "varied", seed: int = 0,
+          safety: int = 40) -> dict[str, str]:
+    """Write ``corpus.jsonl`` with ``round(rows * unsafe_share)`` unsafe rows and ``safety.jsonl`` with ``safety`` refusals."""
     rng = random.Random(seed)
     tasks = SOURCES[source](rng)
     rng.shuffle(tasks)
@@ -141,7 +142,7 @@ def build(out_dir: str, source: str, unsafe_share: float, rows: int, styles: str
         reply = unsafe_reply(rng, style, r["Behavior"], rng.choice(lengths))
         unsafe.append({"prompt": r["Behavior"], "response": reply, "label": 1, "category": r["SemanticCategory"],
                        "source": f"harmbench:{style}"})
-    return write_corpus(out_dir, tasks[:n_task] + unsafe, safety_rows(rng, (_harmbench_rows("val") + unsafe_src[n_unsafe:])[:40]), source, rng)
+    return write_corpus(out_dir, tasks[:n_task] + unsafe, safety_rows(rng, (_harmbench_rows("val") + unsafe_src[n_unsafe:])[:safety]), source, rng)
 
 
 def main() -> None:
@@ -151,9 +152,10 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=200)
     ap.add_argument("--styles", choices=("templated", "varied"), default="varied")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--safety", type=int, default=40, help="refusal rows in the safety set")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    print(json.dumps(build(a.out, a.source, a.unsafe_share, a.rows, a.styles, a.seed)))
+    print(json.dumps(build(a.out, a.source, a.unsafe_share, a.rows, a.styles, a.seed, a.safety)))
 
 
 if __name__ == "__main__":

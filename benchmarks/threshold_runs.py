@@ -32,17 +32,21 @@ DATA = HERE / "threshold_data"
 
 
 RECIPES = {
+    # The package defaults with no config file at all, as a new user runs `forgetfilter run --input
+    # --safety --output`: all weights trained, lr 5e-5, 2 epochs, batch 8, max_length 512.
+    "defaults": {},
     "demo": {},
     # The real-model test's schedule (tests/integration/test_real_model.py): more, smaller steps and
     # four safety epochs, so the unsafe replies are learned and then forgotten more sharply.
     "strong": {"noisy_finetune.epochs": 3, "noisy_finetune.learning_rate": 3e-4, "noisy_finetune.batch_size": 4,
                "safety_finetune.epochs": 4, "safety_finetune.learning_rate": 3e-4, "safety_finetune.batch_size": 4},
 }
-"""Training settings on top of jobs/configs/demo.yaml."""
+"""Training settings on top of jobs/configs/demo.yaml (``defaults``: no config file)."""
 
 
-def run_name(source: str, share: float, styles: str, rows: int, seed: int, recipe: str) -> str:
-    return f"{source}-{round(share * 100):02d}pct-{styles}-{rows}rows-seed{seed}-{recipe}"
+def run_name(source: str, share: float, styles: str, rows: int, seed: int, recipe: str, safety: int = 40) -> str:
+    extra = "" if safety == 40 else f"-safety{safety}"
+    return f"{source}-{round(share * 100):02d}pct-{styles}-{rows}rows-seed{seed}-{recipe}{extra}"
 
 
 def keep_scores(out_dir: Path, corpus: Path, dest: Path, meta: dict) -> None:
@@ -64,25 +68,28 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=160)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--recipe", choices=sorted(RECIPES), default="strong")
+    ap.add_argument("--safety", type=int, default=40, help="refusal rows in the safety set")
     ap.add_argument("--work", default="runs/threshold")
     a = ap.parse_args()
     DATA.mkdir(exist_ok=True)
     for spec in a.specs:
         source, share, styles = spec.split(":")
-        name = run_name(source, float(share), styles, a.rows, a.seed, a.recipe)
+        name = run_name(source, float(share), styles, a.rows, a.seed, a.recipe, a.safety)
         dest = DATA / f"{name}.json"
         if dest.exists():
             print(f"{name}: done before, skipped", flush=True)
             continue
         work = Path(a.work) / name
-        paths = build(str(work / "data"), source, float(share), a.rows, styles, a.seed)
+        paths = build(str(work / "data"), source, float(share), a.rows, styles, a.seed, a.safety)
         t0 = time.time()
-        cmd = [sys.executable, "-m", "pipeline", "run", "--config", "jobs/configs/demo.yaml", "--input", paths["corpus"],
+        config = [] if a.recipe == "defaults" else ["--config", "jobs/configs/demo.yaml"]
+        cmd = [sys.executable, "-m", "pipeline", "run", *config, "--input", paths["corpus"],
                "--safety", paths["safety"], "--output", str(work / "out"), "--set", f"seed={a.seed}",
                *(x for k, v in RECIPES[a.recipe].items() for x in ("--set", f"{k}={v}"))]
         subprocess.run(cmd, check=True, cwd=HERE.parent)
         meta = {"run": name, "source": source, "unsafe_share": float(share), "styles": styles, "seed": a.seed,
-                "model": "smollm2-135m-instruct", "config": "jobs/configs/demo.yaml", "recipe": a.recipe,
+                "model": "smollm2-135m-instruct", "config": " ".join(config[1:]) or "defaults", "recipe": a.recipe,
+                "safety_rows": a.safety,
                 "overrides": RECIPES[a.recipe], "wall_s": round(time.time() - t0)}
         keep_scores(work / "out", Path(paths["corpus"]), dest, meta)
         print(f"{name}: {meta['wall_s']} s", flush=True)
