@@ -13,9 +13,10 @@ import pyarrow as pa
 
 from pipeline import columns as col
 from pipeline.evaluation.refusal import is_refusal
+from pipeline.models.inference import load_for_inference
 from pipeline.scoring.generation import greedy_generate
 from pipeline.scoring.rouge import rouge_f
-from pipeline.scoring.scorer import inference_setup, mean_response_nll
+from pipeline.scoring.scorer import mean_response_nll
 from pipeline.text.formatting import render_prompt
 
 
@@ -24,17 +25,8 @@ class Prober:
 
     def __init__(self, model: str, precision: str, use_gpu: bool, max_new_tokens: int, max_tokens: int,
                  system_prompt: str | None = None, trust_remote_code: bool = False, threads: int | None = None) -> None:
-        import torch
-
-        from pipeline.models.loading import load_model, load_tokenizer, resolve_model
-        from pipeline.models.response_lm import ResponseLM
-
-        if threads:
-            torch.set_num_threads(threads)
-        self.device, dtype, self.autocast = inference_setup(precision, use_gpu, "evaluate")
-        path = resolve_model(model)
-        self.model = ResponseLM(load_model(path, trust_remote_code, dtype)).to(self.device)
-        self.tokenizer = load_tokenizer(path, trust_remote_code)
+        inf = load_for_inference([model], precision, use_gpu, "evaluate", trust_remote_code, threads)
+        self.model, self.tokenizer, self.device, self.autocast = inf.models[0], inf.tokenizer, inf.device, inf.autocast
         self.max_new_tokens, self.max_tokens, self.system_prompt = max_new_tokens, max_tokens, system_prompt
 
     def prompt_ids(self, text: str) -> list[int]:

@@ -3,44 +3,24 @@
 One instance per Ray Data actor, so the two models are loaded once and reused for every batch.
 Batches are cut into micro-batches by a token budget, longest rows first, to bound activation
 memory and cut padding. Only response positions go through the LM head (``models.response_lm``).
-The precision is resolved here, on the machine that holds the device, not on a CPU-only head node:
-on CPU the weights stay fp32 and matmuls run under bf16 autocast where the CPU supports it; on GPU
-the weights are loaded in bf16.
+The precision is resolved on the actor, not on a CPU-only head node (``models.inference``).
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from pipeline import columns as col
-from pipeline.errors import StageError
-from pipeline.models.precision import use_bf16
+from pipeline.models.inference import load_for_inference
 from pipeline.runtime.memory import release_free_heap
 from pipeline.scoring.generation import greedy_generate
 from pipeline.scoring.losses import per_example_mean
 from pipeline.scoring.rouge import rouge_drop
 from pipeline.scoring.scores import compute_scores
 from pipeline.text.formatting import collate, token_budget_batches
-
-
-def inference_setup(precision: str, use_gpu: bool, stage: str) -> tuple[Any, Any, Any]:
-    """``(device, weight dtype, autocast context)`` on this machine, the one that holds the device.
-
-    A silent CPU fallback would turn a GPU-hour job into weeks: a GPU actor without CUDA fails.
-    """
-    import torch
-
-    if use_gpu and not torch.cuda.is_available():
-        raise StageError(f"{stage}: scoring.gpus_per_actor > 0 but this actor sees no CUDA device")
-    device = torch.device("cuda" if use_gpu else "cpu")
-    bf16 = use_bf16(precision, use_gpu)
-    dtype = torch.bfloat16 if bf16 and use_gpu else torch.float32
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 and not use_gpu else nullcontext()
-    return device, dtype, autocast
 
 
 def mean_response_nll(models: list[Any], ids: list[list[int]], prompt_lens: list[int], max_tokens: int, pad_id: int, device: Any,
@@ -67,17 +47,8 @@ class PairScorer:
 
     def __init__(self, model_a: str, model_b: str, method: str, max_tokens: int, precision: str, use_gpu: bool,
                  trust_remote_code: bool = False, max_new_tokens: int = 48, threads: int | None = None) -> None:
-        import torch
-
-        from pipeline.models.loading import load_model, load_tokenizer, resolve_model
-        from pipeline.models.response_lm import ResponseLM
-
-        if threads:
-            torch.set_num_threads(threads)
-        self.device, dtype, self.autocast = inference_setup(precision, use_gpu, "score")
-        path_a, path_b = resolve_model(model_a), resolve_model(model_b)
-        self.models = [ResponseLM(load_model(p, trust_remote_code, dtype)).to(self.device) for p in (path_a, path_b)]
-        self.tokenizer = load_tokenizer(path_a, trust_remote_code)
+        inf = load_for_inference([model_a, model_b], precision, use_gpu, "score", trust_remote_code, threads)
+        self.models, self.tokenizer, self.device, self.autocast = inf.models, inf.tokenizer, inf.device, inf.autocast
         self.method, self.max_tokens, self.max_new_tokens = method, max_tokens, max_new_tokens
 
     def losses(self, ids: list[list[int]], prompt_lens: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
