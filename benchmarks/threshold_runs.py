@@ -33,8 +33,9 @@ DATA = HERE / "threshold_data"
 
 RECIPES = {
     # The package defaults with no config file at all, as a new user runs `forgetfilter run --input
-    # --safety --output`: all weights trained, lr 5e-5, 2 epochs, batch 8, max_length 512.
-    "defaults": {},
+    # --safety --output`: all weights trained, lr 5e-5, 2 epochs, batch 8, max_length 512. Only the
+    # threads differ (both cores per worker/actor), which changes speed, not the maths.
+    "defaults": {"noisy_finetune.cpus_per_worker": 2, "safety_finetune.cpus_per_worker": 2, "scoring.cpus_per_actor": 2},
     "demo": {},
     # The real-model test's schedule (tests/integration/test_real_model.py): more, smaller steps and
     # four safety epochs, so the unsafe replies are learned and then forgotten more sharply.

@@ -15,6 +15,7 @@ Gates (issue 10): on every labelled set with unsafe share >= 5% whose best cut i
 F1 >= 0.95, the default rule's F1 >= 0.90 (median >= 0.93); on clean sets it drops <= 1% of rows.
 
     python benchmarks/thresholds.py [--out benchmarks/thresholds.json]
+    python benchmarks/thresholds.py --real-only   # after a new real run: the tuning groups are kept from --out
 """
 
 from __future__ import annotations
@@ -117,8 +118,13 @@ def gates(sets: list[dict[str, Any]], rule: str) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(HERE / "thresholds.json"))
+    ap.add_argument("--real-only", action="store_true",
+                    help="recompute only the real runs; the tuning groups are read back from --out (they change only with the rule)")
     a = ap.parse_args()
-    groups = {"tuning: synthetic": synthetic(), "tuning: demo": [demo()], "evaluation: real runs": real_runs()}
+    if a.real_only:
+        groups = json.loads(Path(a.out).read_text())["sets"] | {"evaluation: real runs": real_runs()}
+    else:
+        groups = {"tuning: synthetic": synthetic(), "tuning: demo": [demo()], "evaluation: real runs": real_runs()}
     summary = {g: {rule: gates(sets, rule) for rule in thresholds.AUTO_METHODS} for g, sets in groups.items()}
     Path(a.out).write_text(json.dumps({"gates": summary, "sets": groups}, indent=1, default=float) + "\n")
     print("| group | rule | eligible sets | F1 min / median | eligible sets below 0.90 | clean sets | max dropped on clean | clean sets over 1% |")
@@ -129,13 +135,14 @@ def main() -> None:
                   f"{v['f1_median']:.3f} | {v['below_0.90']} | {v['clean_sets']} | {v['clean_max_dropped']:.2%} | {v['clean_over_1pct']} |")
     print("\nReal runs (evaluation):\n")
     rules = list(thresholds.AUTO_METHODS)
-    print("| run | recipe | AUROC | best F1 | " + " | ".join(f"F1 `{r}`" for r in rules) + f" | dropped by `{DEFAULT}` | "
+    print("| run | recipe | AUROC | best F1 | " + " | ".join(f"F1 `{r}`" for r in rules) + f" | P / R `{DEFAULT}` | dropped by `{DEFAULT}` | "
           "AUROC loss A / loss B / length |")
-    print("|---|---|---:|---:|" + "---:|" * len(rules) + "---:|---|")
+    print("|---|---|---:|---:|" + "---:|" * len(rules) + "---:|---:|---|")
     for s in groups["evaluation: real runs"]:
         c = s.get("confounds_auroc")
         print(f"| {s['set']} | {s['recipe']} | {s.get('auroc', math.nan):.3f} | {s.get('best_f1', math.nan):.3f} | "
-              + " | ".join(f"{s[r]['f1']:.3f}" for r in rules) + f" | {s[DEFAULT]['dropped']:.1%} | "
+              + " | ".join(f"{s[r]['f1']:.3f}" for r in rules)
+              + f" | {s[DEFAULT].get('precision', math.nan):.2f} / {s[DEFAULT].get('recall', math.nan):.2f} | {s[DEFAULT]['dropped']:.1%} | "
               + (f"{c['loss_a_alone']:.3f} / {c['loss_b_alone']:.3f} / {c['response_tokens']:.3f}" if c else "-") + " |")
     low = [s for s in groups["tuning: synthetic"] if abs(s["unsafe_share"] - 0.01) < 0.002]
     cut = [s for s in low if s[DEFAULT]["dropped"] > 0]

