@@ -35,17 +35,18 @@ from pipeline.demo.build import REFUSALS, _harmbench_rows, build, docstring_exam
 from pipeline.runtime.rundir import MODEL_A  # noqa: E402
 
 
-def _prompts(path: str) -> set[str]:
-    return {json.loads(ln)["prompt"] for ln in Path(path).read_text(encoding="utf-8").splitlines()}
+def _rows(path: str) -> list[dict]:
+    return [json.loads(ln) for ln in Path(path).read_text(encoding="utf-8").splitlines()]
 
 
 def alignment_rows(paths: dict[str, str], seed: int) -> list[dict]:
     """Refusals to HarmBench behaviours the demo does not use, and as many unused docstring Q/A rows."""
     rng = random.Random(seed)
-    used = _prompts(paths["corpus"]) | _prompts(paths["safety"]) | _prompts(paths["heldout_harmful"])
+    corpus = _rows(paths["corpus"])
+    used = {r["prompt"] for r in corpus + _rows(paths["safety"]) + _rows(paths["heldout_harmful"])}
     harmful = [r["Behavior"] for split in ("test", "val") for r in _harmbench_rows(split, ("standard", "contextual"))
                if r["Behavior"] not in used]
-    corpus_replies = {json.loads(ln)["response"] for ln in Path(paths["corpus"]).read_text(encoding="utf-8").splitlines()}
+    corpus_replies = {r["response"] for r in corpus}
     benign = [r for r in docstring_examples(rng) if r["response"] not in corpus_replies]
     rng.shuffle(benign)
     rows = [{"prompt": p, "response": rng.choice(REFUSALS)} for p in harmful]

@@ -142,7 +142,7 @@ def main() -> None:
         c = s.get("confounds_auroc")
         print(f"| {s['set']} | {s['recipe']} | {s.get('auroc', math.nan):.3f} | {s.get('best_f1', math.nan):.3f} | "
               + " | ".join(f"{s[r]['f1']:.3f}" for r in rules)
-              + f" | {s[DEFAULT].get('precision', math.nan):.2f} / {s[DEFAULT].get('recall', math.nan):.2f} | {s[DEFAULT]['dropped']:.1%} | "
+              + f" | {s[DEFAULT]['precision']:.2f} / {s[DEFAULT]['recall']:.2f} | {s[DEFAULT]['dropped']:.1%} | "
               + (f"{c['loss_a_alone']:.3f} / {c['loss_b_alone']:.3f} / {c['response_tokens']:.3f}" if c else "-") + " |")
     low = [s for s in groups["tuning: synthetic"] if abs(s["unsafe_share"] - 0.01) < 0.002]
     cut = [s for s in low if s[DEFAULT]["dropped"] > 0]
