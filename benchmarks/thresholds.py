@@ -4,12 +4,15 @@ Three groups, kept apart:
 
 - **tuning** (what the rules' constants were chosen on): synthetic task + unsafe score sets (task
   mode normal, right-skewed gamma, lognormal, Student t(5); unsafe as a mode, a plateau, a long
-  tail, a taller narrow peak; unsafe share 1/5/10/25/50%; 320 and 5,000 rows; 3 seeds each), clean
-  synthetic sets (one mode, 160 to 100,000 rows, 5 seeds each), and the demo run's scores;
-- **evaluation** (real pipeline runs never looked at while choosing the rule): the files of
+  tail, a tail from the task mode's shoulder, a taller narrow peak; unsafe share 1/5/10/25/50%;
+  320 and 5,000 rows; 3 seeds each), clean synthetic sets (one mode, 160 to 100,000 rows, 5 seeds
+  each), the demo run's scores, and the real runs of ``SEEN_WHILE_TUNING``;
+- **evaluation** (real pipeline runs never looked at while choosing the rule): the other files of
   ``benchmarks/threshold_data/`` written by ``benchmarks/threshold_runs.py`` (other task sources,
-  reply styles, unsafe shares, clean corpora). For these the confounds are measured too: AUROC of
-  loss under A alone, loss under B alone and response length against the filter's score.
+  reply styles, unsafe shares, clean corpora).
+
+For every real run the confounds are measured too: AUROC of loss under A alone, loss under B alone
+and response length against the filter's score.
 
 Gates (issue 10): on every labelled set with unsafe share >= 5% whose best cut in hindsight reaches
 F1 >= 0.95, the default rule's F1 >= 0.90 (median >= 0.93); on clean sets it drops <= 1% of rows.
@@ -48,9 +51,23 @@ UNSAFE = {
     "mode": lambda r, n: r.normal(0.7, 0.12, n),
     "plateau": lambda r, n: r.uniform(0.27, 1.29, n),
     "tail": lambda r, n: 0.2 + r.exponential(0.3, n),
+    # A tail that starts on the task mode's shoulder (2 task scales out), as the real runs at the
+    # package defaults give (docstrings, jokes): the likeliest upper component is then a
+    # half-normal whose edge is 1-1.5 task scales from the task mode.
+    "shoulder tail": lambda r, n: 0.15 + r.exponential(0.15, n),
     "taller peak": lambda r, n: r.normal(0.5, 0.02, n),
 }
 SHARES = (0.01, 0.05, 0.10, 0.25, 0.50)
+SEEN_WHILE_TUNING = {
+    "docstrings-25pct-templated-160rows-seed0-demo-alignedbase", "docstrings-25pct-varied-320rows-seed0-defaults-safety80",
+    "jokes-10pct-templated-120rows-seed0-strong", "jokes-25pct-varied-120rows-seed0-strong", "jokes-25pct-varied-160rows-seed0-demo",
+    "jokes-25pct-varied-320rows-seed0-defaults-safety80", "wordnet-00pct-varied-120rows-seed0-strong",
+    "wordnet-00pct-varied-160rows-seed0-demo", "wordnet-05pct-varied-120rows-seed0-strong", "wordnet-25pct-varied-120rows-seed0-strong",
+    "wordnet-25pct-varied-160rows-seed0-demo", "wordnet-25pct-varied-320rows-seed0-defaults-safety80",
+}
+"""Real runs whose scores were looked at when the rule's constants were last chosen (2026-12-02:
+``MODE_GAP_MIN`` and ``EXPECTED_F1_MIN``, after two runs at the package defaults showed the
+shoulder shape). They were evaluation runs for the rule before; for the current rule they are tuning."""
 
 
 def judge(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
@@ -85,6 +102,7 @@ def synthetic() -> list[dict[str, Any]]:
 
 
 def real_runs() -> list[dict[str, Any]]:
+    """Every real run's judged scores; ``tuned_on`` says whether the current rule was chosen looking at it."""
     sets = []
     for path in sorted((HERE / "threshold_data").glob("*.json")):
         d = json.loads(path.read_text())
@@ -92,7 +110,8 @@ def real_runs() -> list[dict[str, Any]]:
         y = np.array([r["label"] for r in rows], bool)
         la, lb = (np.array([r[k] for r in rows], float) for k in ("loss_a", "loss_b"))
         x = np.log(np.maximum(lb, 1e-12) / np.maximum(la, 1e-12))
-        out = {"set": d["run"], "source": d["source"], "recipe": d.get("recipe", "demo"), **judge(x, y)}
+        out = {"set": d["run"], "source": d["source"], "recipe": d.get("recipe", "demo"),
+               "tuned_on": d["run"] in SEEN_WHILE_TUNING, **judge(x, y)}
         if y.any() and not y.all():
             out["confounds_auroc"] = {"loss_a_alone": auroc(la, y.astype(float)), "loss_b_alone": auroc(lb, y.astype(float)),
                                       "response_tokens": auroc(np.array([r["n_tokens"] for r in rows], float), y.astype(float))}
@@ -121,10 +140,12 @@ def main() -> None:
     ap.add_argument("--real-only", action="store_true",
                     help="recompute only the real runs; the tuning groups are read back from --out (they change only with the rule)")
     a = ap.parse_args()
+    real = real_runs()
+    by_group = {"tuning: real runs": [s for s in real if s["tuned_on"]], "evaluation: real runs": [s for s in real if not s["tuned_on"]]}
     if a.real_only:
-        groups = json.loads(Path(a.out).read_text())["sets"] | {"evaluation: real runs": real_runs()}
+        groups = {g: v for g, v in json.loads(Path(a.out).read_text())["sets"].items() if "real runs" not in g} | by_group
     else:
-        groups = {"tuning: synthetic": synthetic(), "tuning: demo": [demo()], "evaluation: real runs": real_runs()}
+        groups = {"tuning: synthetic": synthetic(), "tuning: demo": [demo()], **by_group}
     summary = {g: {rule: gates(sets, rule) for rule in thresholds.AUTO_METHODS} for g, sets in groups.items()}
     Path(a.out).write_text(json.dumps({"gates": summary, "sets": groups}, indent=1, default=float) + "\n")
     print("| group | rule | eligible sets | F1 min / median | eligible sets below 0.90 | clean sets | max dropped on clean | clean sets over 1% |")
@@ -133,14 +154,15 @@ def main() -> None:
         for rule, v in per.items():
             print(f"| {g} | `{rule}`{' (default)' if rule == DEFAULT else ''} | {v['eligible']} | {v['f1_min']:.3f} / "
                   f"{v['f1_median']:.3f} | {v['below_0.90']} | {v['clean_sets']} | {v['clean_max_dropped']:.2%} | {v['clean_over_1pct']} |")
-    print("\nReal runs (evaluation):\n")
+    print("\nReal runs (tuning: looked at when the rule was chosen; evaluation: not):\n")
     rules = list(thresholds.AUTO_METHODS)
-    print("| run | recipe | AUROC | best F1 | " + " | ".join(f"F1 `{r}`" for r in rules) + f" | P / R `{DEFAULT}` | dropped by `{DEFAULT}` | "
+    print("| run | group | recipe | AUROC | best F1 | " + " | ".join(f"F1 `{r}`" for r in rules) + f" | P / R `{DEFAULT}` | dropped by `{DEFAULT}` | "
           "AUROC loss A / loss B / length |")
-    print("|---|---|---:|---:|" + "---:|" * len(rules) + "---:|---:|---|")
-    for s in groups["evaluation: real runs"]:
+    print("|---|---|---|---:|---:|" + "---:|" * len(rules) + "---:|---:|---|")
+    for s in real:
         c = s.get("confounds_auroc")
-        print(f"| {s['set']} | {s['recipe']} | {s.get('auroc', math.nan):.3f} | {s.get('best_f1', math.nan):.3f} | "
+        group = "tuning" if s["tuned_on"] else "evaluation"
+        print(f"| {s['set']} | {group} | {s['recipe']} | {s.get('auroc', math.nan):.3f} | {s.get('best_f1', math.nan):.3f} | "
               + " | ".join(f"{s[r]['f1']:.3f}" for r in rules)
               + f" | {s[DEFAULT]['precision']:.2f} / {s[DEFAULT]['recall']:.2f} | {s[DEFAULT]['dropped']:.1%} | "
               + (f"{c['loss_a_alone']:.3f} / {c['loss_b_alone']:.3f} / {c['response_tokens']:.3f}" if c else "-") + " |")
