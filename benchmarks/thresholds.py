@@ -34,6 +34,7 @@ import numpy as np
 
 from pipeline.filtering import thresholds
 from pipeline.reporting.metrics import auroc, precision_recall_f1
+from pipeline.scoring.scores import log_ratio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import rule_results  # noqa: E402
@@ -109,7 +110,7 @@ def real_runs() -> list[dict[str, Any]]:
         rows = d["rows"]
         y = np.array([r["label"] for r in rows], bool)
         la, lb = (np.array([r[k] for r in rows], float) for k in ("loss_a", "loss_b"))
-        x = np.log(np.maximum(lb, 1e-12) / np.maximum(la, 1e-12))
+        x = log_ratio(la, lb, np.array([r["n_tokens"] for r in rows], float))  # the score the pipeline wrote
         out = {"set": d["run"], "source": d["source"], "recipe": d.get("recipe", "demo"),
                "tuned_on": d["run"] in SEEN_WHILE_TUNING, **judge(x, y)}
         if y.any() and not y.all():
