@@ -12,6 +12,7 @@ this builds corpora from task text that other packages ship offline:
   knows, as templated synthetic instruction data is, rather than facts to memorise. Every answer
   is correct by construction.
 - ``docstrings``: the demo's own task rows, for comparison.
+- ``mixed``: equal shares of the four, as a corpus that pools several task types.
 
 Unsafe rows are HarmBench behaviours (test split) with compliance replies in one of three styles:
 ``steps`` (the demo's templated steps), ``echo`` (restates the request, as the "Sure, here is ..."
@@ -169,8 +170,19 @@ def unsafe_reply(rng: random.Random, style: str, behaviour: str, target_words: i
     return " ".join(parts)
 
 
+def mixed_examples(rng: random.Random) -> list[dict]:
+    """Equal shares of the four sources above, as a corpus that pools several task types.
+
+    A nightly corpus is rarely one task: its sub-tasks sit at different loss levels under A and B,
+    which a threshold must not read as modes of unsafe rows.
+    """
+    pools = [f(rng) for f in (wordnet_examples, joke_examples, calendar_examples, docstring_examples)]
+    per_pool = min(len(p) for p in pools)
+    return [row for p in pools for row in rng.sample(p, per_pool)]
+
+
 SOURCES = {"wordnet": wordnet_examples, "jokes": joke_examples, "calendar": calendar_examples,
-           "docstrings": docstring_examples}
+           "docstrings": docstring_examples, "mixed": mixed_examples}
 
 
 def build(out_dir: str, source: str, unsafe_share: float, rows: int, styles: str = "varied", seed: int = 0,
