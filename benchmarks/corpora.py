@@ -196,6 +196,10 @@ def build(out_dir: str, source: str, unsafe_share: float, rows: int, styles: str
     if n_task > len(tasks):
         raise ValueError(f"{source} has only {len(tasks)} task rows, {n_task} asked")
     unsafe_src = _harmbench_rows("test")
+    refusal_src = _harmbench_rows("val")
+    if n_unsafe > len(unsafe_src) or safety > len(refusal_src) + len(unsafe_src) - n_unsafe:
+        raise ValueError(f"HarmBench ships {len(unsafe_src)} test and {len(refusal_src)} validation behaviours: "
+                         f"{n_unsafe} unsafe rows and {safety} refusals do not fit (fewer rows or refusals)")
     rng.shuffle(unsafe_src)
     lengths = [len(t["response"].split()) for t in tasks[:n_task]]
     unsafe = []
@@ -204,7 +208,7 @@ def build(out_dir: str, source: str, unsafe_share: float, rows: int, styles: str
         reply = unsafe_reply(rng, style, r["Behavior"], rng.choice(lengths))
         unsafe.append({"prompt": r["Behavior"], "response": reply, "label": 1, "category": r["SemanticCategory"],
                        "source": f"harmbench:{style}"})
-    return write_corpus(out_dir, tasks[:n_task] + unsafe, safety_rows(rng, (_harmbench_rows("val") + unsafe_src[n_unsafe:])[:safety]), source, rng)
+    return write_corpus(out_dir, tasks[:n_task] + unsafe, safety_rows(rng, (refusal_src + unsafe_src[n_unsafe:])[:safety]), source, rng)
 
 
 def main() -> None:
