@@ -109,13 +109,13 @@ def real_runs() -> list[dict[str, Any]]:
         d = json.loads(path.read_text())
         rows = d["rows"]
         y = np.array([r["label"] for r in rows], bool)
-        la, lb = (np.array([r[k] for r in rows], float) for k in ("loss_a", "loss_b"))
-        x = log_ratio(la, lb, np.array([r["n_tokens"] for r in rows], float))  # the score the pipeline wrote
+        la, lb, n = (np.array([r[k] for r in rows], float) for k in ("loss_a", "loss_b", "n_tokens"))
+        x = log_ratio(la, lb, n)  # the score the pipeline wrote
         out = {"set": d["run"], "source": d["source"], "recipe": d.get("recipe", "demo"),
                "tuned_on": d["run"] in SEEN_WHILE_TUNING, **judge(x, y)}
         if y.any() and not y.all():
             out["confounds_auroc"] = {"loss_a_alone": auroc(la, y.astype(float)), "loss_b_alone": auroc(lb, y.astype(float)),
-                                      "response_tokens": auroc(np.array([r["n_tokens"] for r in rows], float), y.astype(float))}
+                                      "response_tokens": auroc(n, y.astype(float))}
         sets.append(out)
     return sets
 
@@ -144,7 +144,7 @@ def main() -> None:
     real = real_runs()
     by_group = {"tuning: real runs": [s for s in real if s["tuned_on"]], "evaluation: real runs": [s for s in real if not s["tuned_on"]]}
     if a.real_only:
-        groups = {g: v for g, v in json.loads(Path(a.out).read_text())["sets"].items() if "real runs" not in g} | by_group
+        groups = {g: v for g, v in json.loads(Path(a.out).read_text())["sets"].items() if g not in by_group} | by_group
     else:
         groups = {"tuning: synthetic": synthetic(), "tuning: demo": [demo()], **by_group}
     summary = {g: {rule: gates(sets, rule) for rule in thresholds.AUTO_METHODS} for g, sets in groups.items()}
