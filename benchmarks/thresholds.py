@@ -34,13 +34,15 @@ import numpy as np
 
 from pipeline.filtering import thresholds
 from pipeline.reporting.metrics import auroc, precision_recall_f1
-from pipeline.scoring.scores import log_ratio
+from pipeline.config import ScoringConfig
+from pipeline.scoring.scores import SCORES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import rule_results  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT = next(iter(thresholds.AUTO_METHODS))
+DEFAULT_SCORE = ScoringConfig().method
 
 TASK = {
     "normal": lambda r, n: r.normal(0.05, 0.05, n),
@@ -110,14 +112,23 @@ def real_runs() -> list[dict[str, Any]]:
         rows = d["rows"]
         y = np.array([r["label"] for r in rows], bool)
         la, lb, n = (np.array([r[k] for r in rows], float) for k in ("loss_a", "loss_b", "n_tokens"))
-        x = log_ratio(la, lb, n)  # the score the pipeline wrote
+        x = SCORES[DEFAULT_SCORE](la, lb, n)  # the score the pipeline writes by default
         out = {"set": d["run"], "source": d["source"], "recipe": d.get("recipe", "demo"),
                "tuned_on": d["run"] in SEEN_WHILE_TUNING, **judge(x, y)}
         if y.any() and not y.all():
             out["confounds_auroc"] = {"loss_a_alone": auroc(la, y.astype(float)), "loss_b_alone": auroc(lb, y.astype(float)),
                                       "response_tokens": auroc(n, y.astype(float))}
+        out["default_rule_by_score"] = {name: by_score(fn(la, lb, n), y) for name, fn in SCORES.items()}
         sets.append(out)
     return sets
+
+
+def by_score(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """The default rule on one score of a real run: AUROC, F1, and task rows dropped (its cost on a clean corpus)."""
+    drop = x > thresholds.AUTO_METHODS[DEFAULT](x).value
+    out = {"auroc": auroc(x, y.astype(float)) if y.any() and not y.all() else math.nan,
+           "f1": precision_recall_f1(drop, y)["f1"] if y.any() else math.nan}
+    return out | {"task_rows_dropped": int((drop & ~y).sum()), "dropped": float(drop.mean())}
 
 
 def demo() -> dict[str, Any]:
@@ -167,6 +178,14 @@ def main() -> None:
               + " | ".join(f"{s[r]['f1']:.3f}" for r in rules)
               + f" | {s[DEFAULT]['precision']:.2f} / {s[DEFAULT]['recall']:.2f} | {s[DEFAULT]['dropped']:.1%} | "
               + (f"{c['loss_a_alone']:.3f} / {c['loss_b_alone']:.3f} / {c['response_tokens']:.3f}" if c else "-") + " |")
+    names = list(SCORES)
+    print(f"\nThe default rule `{DEFAULT}` on each forward-pass score of the real runs: AUROC, F1 and task rows dropped:\n")
+    print("| run | group | " + " | ".join(f"`{n}`" for n in names) + " |")
+    print("|---|---|" + "---|" * len(names))
+    for s in real:
+        cells = [s["default_rule_by_score"][n] for n in names]
+        print(f"| {s['set']} | {'tuning' if s['tuned_on'] else 'evaluation'} | "
+              + " | ".join(f"{c['auroc']:.3f}, F1 {c['f1']:.2f}, {c['task_rows_dropped']} task rows" for c in cells) + " |")
     low = [s for s in groups["tuning: synthetic"] if abs(s["unsafe_share"] - 0.01) < 0.002]
     cut = [s for s in low if s[DEFAULT]["dropped"] > 0]
     print(f"\nAt 1% unsafe (synthetic, {len(low)} sets), `{DEFAULT}` dropped nothing on {len(low) - len(cut)}; where it cut, "

@@ -32,6 +32,19 @@ def delta(loss_a: np.ndarray, loss_b: np.ndarray, n_tokens: np.ndarray) -> np.nd
     return loss_b - loss_a
 
 
+def sqrt_delta(loss_a: np.ndarray, loss_b: np.ndarray, n_tokens: np.ndarray) -> np.ndarray:
+    """2 (sqrt(loss_B) - sqrt(loss_A)): forgetting on a variance-stabilised scale, ~ delta / sqrt(loss_A).
+
+    Between the other two: ``log_ratio`` divides a change by the loss under A (right when the
+    task rows' spread grows in proportion to it), ``delta`` does not divide at all (right when it
+    does not grow). On the task rows of the threshold benchmark's runs it grows like loss_A^0.32
+    (median; -0.42 to 0.83), and the square root is the simple stabilising power in that range
+    (``benchmarks/RESULTS.md``, "Automatic threshold"). A memorised unsafe row (0.003 -> 0.2) still
+    scores ~4x a task row (0.9 -> 1.1), where ``delta`` scores them alike.
+    """
+    return 2 * (np.sqrt(np.maximum(loss_b, 0.0)) - np.sqrt(np.maximum(loss_a, 0.0)))
+
+
 def seq_logprob_drop(loss_a: np.ndarray, loss_b: np.ndarray, n_tokens: np.ndarray) -> np.ndarray:
     """Drop in log-probability of the whole response, in nats: n_tokens * (loss_B - loss_A).
 
@@ -43,6 +56,7 @@ def seq_logprob_drop(loss_a: np.ndarray, loss_b: np.ndarray, n_tokens: np.ndarra
 SCORES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
     "log_ratio": log_ratio,
     "delta": delta,
+    "sqrt_delta": sqrt_delta,
     "seq_logprob_drop": seq_logprob_drop,
 }
 """Forward-pass scores by name; every one is written next to the losses so they can be compared."""

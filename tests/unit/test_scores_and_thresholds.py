@@ -20,6 +20,16 @@ def test_log_ratio_sees_relative_forgetting_that_delta_hides():
     assert s["score_seq_logprob_drop"][0] == pytest.approx(20 * 0.197)
 
 
+def test_sqrt_delta_keeps_the_memorised_row_apart_yet_damps_small_losses():
+    # The METHOD.md rows (memorised unsafe 0.003 -> 0.2, task 0.9 -> 1.1) and a computed answer of
+    # the calendar corpus (0.13 -> 0.19): log_ratio puts it above the task row, for a smaller change.
+    s = compute_scores(np.array([0.003, 0.9, 0.13]), np.array([0.2, 1.1, 0.19]), np.array([20, 20, 5]))
+    assert s["score_sqrt_delta"][0] > 3 * s["score_sqrt_delta"][1]
+    assert s["score_log_ratio"][2] > s["score_log_ratio"][1]
+    assert s["score_sqrt_delta"][2] < s["score_sqrt_delta"][1]
+    assert s["score_sqrt_delta"][1] == pytest.approx((1.1 - 0.9) / math.sqrt(1.0), rel=0.01)
+
+
 def test_log_ratio_survives_zero_loss():
     assert np.isfinite(log_ratio(np.array([0.0]), np.array([0.1]), np.array([1]))).all()
 
