@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.config import ScoringConfig
 from pipeline.filtering import thresholds
 from pipeline.reporting.metrics import auroc, precision_recall_f1
-from pipeline.config import ScoringConfig
 from pipeline.scoring.scores import SCORES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
