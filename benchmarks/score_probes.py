@@ -1,0 +1,124 @@
+"""Probes for a better forgetting score than one mean loss per model, on runs whose models are kept.
+
+``benchmarks/threshold_runs.py`` keeps each run's models A and B under ``--work``. For such runs
+this script re-scores the corpus token by token under the base model, A and B, and trains one
+control model C (A finetuned on the safety set's refusals under an empty prompt, with the safety
+finetune's settings): C is a null for the drift that any short finetune on refusal text causes,
+so log(B / C) would keep only the forgetting the harmful prompts cause. It prints the AUROC of
+each candidate against the labels, beside ``log_ratio`` and ``delta``; nothing here is used by
+the pipeline. Results: ``benchmarks/RESULTS.md``, "Automatic threshold".
+
+    python benchmarks/score_probes.py RUN_DIR [RUN_DIR ...]   # RUN_DIR: --work/<run name>
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.models.loading import load_model, load_tokenizer, resolve_model  # noqa: E402
+from pipeline.models.response_lm import ResponseLM  # noqa: E402
+from pipeline.reporting.metrics import auroc  # noqa: E402
+from pipeline.scoring.losses import per_example_mean  # noqa: E402
+from pipeline.text.formatting import collate, encode_batch, token_budget_batches  # noqa: E402
+from pipeline.training.deepspeed_config import warmup_linear  # noqa: E402
+
+
+def token_nll(model: ResponseLM, ids: list[list[int]], prompt_lens: list[int]) -> list[np.ndarray]:
+    """Each row's response-token NLLs (fp32, no autocast: the probes compare small differences)."""
+    out: list[np.ndarray] = [np.zeros(0)] * len(ids)
+    for group in token_budget_batches([len(x) for x in ids], 8192):
+        t = collate([ids[i] for i in group], [prompt_lens[i] for i in group], 0)
+        with torch.inference_mode():
+            nll, rows = model(t["input_ids"], t["attention_mask"], t["labels"])
+        nll, rows = nll.numpy(), rows.numpy()
+        for j, i in enumerate(group):
+            out[i] = nll[rows == j]
+    return out
+
+
+def finetune(path: str, ids: list[list[int]], prompt_lens: list[int], cfg: dict) -> ResponseLM:
+    """The safety finetune's recipe (AdamW, warm-up then linear decay), in plain torch on one process."""
+    torch.manual_seed(0)
+    model = ResponseLM(load_model(path))
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
+    steps = cfg["epochs"] * math.ceil(len(ids) / cfg["batch_size"])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_linear(s, steps, cfg["warmup_ratio"]))
+    rng = np.random.default_rng(0)
+    for _ in range(cfg["epochs"]):
+        order = rng.permutation(len(ids))
+        for s in range(0, len(ids), cfg["batch_size"]):
+            g = order[s:s + cfg["batch_size"]]
+            t = collate([ids[i] for i in g], [prompt_lens[i] for i in g], 0)
+            loss = model(t["input_ids"], t["attention_mask"], t["labels"])[0].mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    return model
+
+
+def candidates(base: list[np.ndarray], a: list[np.ndarray], b: list[np.ndarray], c: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-row scores: the two in the pipeline, and the probes."""
+    la, lb, l0 = (np.array([x.mean() for x in v]) for v in (a, b, base))
+    up = [np.clip(y - x, 0, None) for x, y in zip(a, b)]
+    return {
+        "log_ratio": np.log(lb / la),
+        "delta": lb - la,
+        "learned share forgotten (B-A)/(base-A)": (lb - la) / np.maximum(l0 - la, 1e-3),
+        "per-token rise / per-token learning": np.array([u.sum() / max(np.clip(z - x, 0, None).sum(), 1e-3)
+                                                         for u, x, z in zip(up, a, base)]),
+        "share of tokens rising > 1 nat": np.array([np.mean(y - x > 1.0) for x, y in zip(a, b)]),
+        "paired t of token rises": np.array([(y - x).mean() / ((y - x).std() + 1e-3) * math.sqrt(len(x)) for x, y in zip(a, b)]),
+        "mean token rise / loss A": np.array([u.mean() for u in up]) / la,
+        "log(B / C), C = control finetune": np.log(lb / c),
+        "B - C": lb - c,
+    }
+
+
+def probe(run: Path) -> dict[str, float]:
+    cfg = json.loads((run / "out" / "config.resolved.json").read_text())
+    corpus = pq.read_table(next((run / "out" / "work" / "ingest").glob("*.parquet")))
+    safety = pq.read_table(next((run / "out" / "work" / "safety").glob("*.parquet")))
+    ids, pls = corpus.column("input_ids").to_pylist(), corpus.column("prompt_len").to_pylist()
+    y = np.array(corpus.column("label").to_pylist(), float)
+    model_a = str(run / "out" / "models" / "noisy")
+    nll = {k: token_nll(ResponseLM(load_model(p)).eval(), ids, pls)
+           for k, p in (("base", resolve_model(cfg["model"]["name_or_path"])), ("a", model_a), ("b", str(run / "out" / "models" / "safety")))}
+    chats = [[{"role": "user", "content": ""}, {"role": "assistant", "content": r}] for r in safety.column("response").to_pylist()]
+    control = [e for e in encode_batch(load_tokenizer(model_a), chats, cfg["data"]["max_length"], True) if not isinstance(e, str)]
+    c_model = finetune(model_a, [e.input_ids for e in control], [e.prompt_len for e in control], cfg["safety_finetune"])
+    c = np.full(len(ids), np.nan)
+    for group in token_budget_batches([len(x) for x in ids], 8192):
+        t = collate([ids[i] for i in group], [pls[i] for i in group], 0)
+        with torch.inference_mode():
+            c[group] = per_example_mean(*c_model(t["input_ids"], t["attention_mask"], t["labels"]), len(group))[0].numpy()
+    return {name: auroc(x, y) for name, x in candidates(nll["base"], nll["a"], nll["b"], c).items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    results = {run.name: probe(run) for run in a.runs}
+    names = list(next(iter(results.values())))
+    print("| score | " + " | ".join(results) + " |\n|---|" + "---:|" * len(results))
+    for n in names:
+        print(f"| {n} | " + " | ".join(f"{r[n]:.3f}" for r in results.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()
