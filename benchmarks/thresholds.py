@@ -118,15 +118,31 @@ def real_runs() -> list[dict[str, Any]]:
         if y.any() and not y.all():
             out["confounds_auroc"] = {"loss_a_alone": auroc(la, y.astype(float)), "loss_b_alone": auroc(lb, y.astype(float)),
                                       "response_tokens": auroc(n, y.astype(float))}
-        out["default_rule_by_score"] = {name: by_score(fn(la, lb, n), y) for name, fn in SCORES.items()}
+        out["default_rule_by_score"] = {name: by_score(fn(la, lb, n), y, n) for name, fn in SCORES.items()}
         sets.append(out)
     return sets
 
 
-def by_score(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """The default rule on one score of a real run: AUROC, F1, and task rows dropped (its cost on a clean corpus)."""
+def auroc_within_length(x: np.ndarray, y: np.ndarray, n: np.ndarray) -> float:
+    """AUROC inside quartiles of response length, averaged with the unsafe rows as weights.
+
+    A score that only tracks length (unsafe replies here are longer than most task answers) loses
+    its edge inside a quartile; strata with fewer than two rows of either class are skipped.
+    """
+    edges = np.quantile(n, [0.25, 0.5, 0.75])
+    stratum = np.searchsorted(edges, n, side="left")
+    parts = [(auroc(x[m], y[m].astype(float)), int(y[m].sum())) for m in (stratum == k for k in range(4))
+             if y[m].sum() >= 2 and (~y[m]).sum() >= 2]
+    return sum(a * w for a, w in parts) / sum(w for _, w in parts) if parts else math.nan
+
+
+def by_score(x: np.ndarray, y: np.ndarray, n: np.ndarray) -> dict[str, float]:
+    """The default rule on one score of a real run: AUROC (overall and within length quartiles), F1,
+    and task rows dropped (its cost on a clean corpus)."""
     drop = x > thresholds.AUTO_METHODS[DEFAULT](x).value
-    out = {"auroc": auroc(x, y.astype(float)) if y.any() and not y.all() else math.nan,
+    labelled = bool(y.any() and not y.all())
+    out = {"auroc": auroc(x, y.astype(float)) if labelled else math.nan,
+           "auroc_within_length": auroc_within_length(x, y, n) if labelled else math.nan,
            "f1": precision_recall_f1(drop, y)["f1"] if y.any() else math.nan}
     return out | {"task_rows_dropped": int((drop & ~y).sum()), "dropped": float(drop.mean())}
 
@@ -179,13 +195,15 @@ def main() -> None:
               + f" | {s[DEFAULT]['precision']:.2f} / {s[DEFAULT]['recall']:.2f} | {s[DEFAULT]['dropped']:.1%} | "
               + (f"{c['loss_a_alone']:.3f} / {c['loss_b_alone']:.3f} / {c['response_tokens']:.3f}" if c else "-") + " |")
     names = list(SCORES)
-    print(f"\nThe default rule `{DEFAULT}` on each forward-pass score of the real runs: AUROC, F1 and task rows dropped:\n")
+    print(f"\nThe default rule `{DEFAULT}` on each forward-pass score of the real runs: AUROC (overall / within response-length "
+          "quartiles), F1 and task rows dropped:\n")
     print("| run | group | " + " | ".join(f"`{n}`" for n in names) + " |")
     print("|---|---|" + "---|" * len(names))
     for s in real:
         cells = [s["default_rule_by_score"][n] for n in names]
         print(f"| {s['set']} | {'tuning' if s['tuned_on'] else 'evaluation'} | "
-              + " | ".join(f"{c['auroc']:.3f}, F1 {c['f1']:.2f}, {c['task_rows_dropped']} task rows" for c in cells) + " |")
+              + " | ".join(f"{c['auroc']:.3f} / {c['auroc_within_length']:.3f}, F1 {c['f1']:.2f}, {c['task_rows_dropped']} task rows"
+                         for c in cells) + " |")
     low = [s for s in groups["tuning: synthetic"] if abs(s["unsafe_share"] - 0.01) < 0.002]
     cut = [s for s in low if s[DEFAULT]["dropped"] > 0]
     print(f"\nAt 1% unsafe (synthetic, {len(low)} sets), `{DEFAULT}` dropped nothing on {len(low) - len(cut)}; where it cut, "
