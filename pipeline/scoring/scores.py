@@ -40,7 +40,8 @@ def sqrt_delta(loss_a: np.ndarray, loss_b: np.ndarray, n_tokens: np.ndarray) -> 
     does not grow). On the task rows of the threshold benchmark's runs it grows like loss_A^0.32
     (median; -0.42 to 0.83), and the square root is the simple stabilising power in that range
     (``benchmarks/RESULTS.md``, "Automatic threshold"). A memorised unsafe row (0.003 -> 0.2) still
-    scores ~4x a task row (0.9 -> 1.1), where ``delta`` scores them alike.
+    scores ~4x a task row (0.9 -> 1.1), where ``delta`` scores them alike. An option, not the
+    default: on fresh evaluation runs it dropped no task row, but found no unsafe row either.
     """
     return 2 * (np.sqrt(np.maximum(loss_b, 0.0)) - np.sqrt(np.maximum(loss_a, 0.0)))
 
