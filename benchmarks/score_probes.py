@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.models.loading import load_model, load_tokenizer, resolve_model  # noqa: E402
 from pipeline.models.response_lm import ResponseLM  # noqa: E402
 from pipeline.reporting.metrics import auroc  # noqa: E402
-from pipeline.scoring.losses import per_example_mean  # noqa: E402
+from pipeline.scoring.scores import delta, log_ratio  # noqa: E402
 from pipeline.text.formatting import collate, encode_batch, token_budget_batches  # noqa: E402
 from pipeline.training.deepspeed_config import warmup_linear  # noqa: E402
 
@@ -69,21 +69,22 @@ def finetune(path: str, ids: list[list[int]], prompt_lens: list[int], cfg: dict)
     return model
 
 
-def candidates(base: list[np.ndarray], a: list[np.ndarray], b: list[np.ndarray], c: np.ndarray) -> dict[str, np.ndarray]:
+def candidates(base: list[np.ndarray], a: list[np.ndarray], b: list[np.ndarray], c: list[np.ndarray]) -> dict[str, np.ndarray]:
     """Per-row scores: the two in the pipeline, and the probes."""
-    la, lb, l0 = (np.array([x.mean() for x in v]) for v in (a, b, base))
+    la, lb, l0, lc = (np.array([x.mean() for x in v]) for v in (a, b, base, c))
+    n = np.array([len(x) for x in a], float)
     up = [np.clip(y - x, 0, None) for x, y in zip(a, b)]
     return {
-        "log_ratio": np.log(lb / la),
-        "delta": lb - la,
+        "log_ratio": log_ratio(la, lb, n),
+        "delta": delta(la, lb, n),
         "learned share forgotten (B-A)/(base-A)": (lb - la) / np.maximum(l0 - la, 1e-3),
         "per-token rise / per-token learning": np.array([u.sum() / max(np.clip(z - x, 0, None).sum(), 1e-3)
                                                          for u, x, z in zip(up, a, base)]),
         "share of tokens rising > 1 nat": np.array([np.mean(y - x > 1.0) for x, y in zip(a, b)]),
         "paired t of token rises": np.array([(y - x).mean() / ((y - x).std() + 1e-3) * math.sqrt(len(x)) for x, y in zip(a, b)]),
         "mean token rise / loss A": np.array([u.mean() for u in up]) / la,
-        "log(B / C), C = control finetune": np.log(lb / c),
-        "B - C": lb - c,
+        "log(B / C), C = control finetune": log_ratio(lc, lb, n),
+        "B - C": delta(lc, lb, n),
     }
 
 
@@ -99,11 +100,7 @@ def probe(run: Path) -> dict[str, float]:
     chats = [[{"role": "user", "content": ""}, {"role": "assistant", "content": r}] for r in safety.column("response").to_pylist()]
     control = [e for e in encode_batch(load_tokenizer(model_a), chats, cfg["data"]["max_length"], True) if not isinstance(e, str)]
     c_model = finetune(model_a, [e.input_ids for e in control], [e.prompt_len for e in control], cfg["safety_finetune"])
-    c = np.full(len(ids), np.nan)
-    for group in token_budget_batches([len(x) for x in ids], 8192):
-        t = collate([ids[i] for i in group], [pls[i] for i in group], 0)
-        with torch.inference_mode():
-            c[group] = per_example_mean(*c_model(t["input_ids"], t["attention_mask"], t["labels"]), len(group))[0].numpy()
+    c = token_nll(c_model, ids, pls)
     return {name: auroc(x, y) for name, x in candidates(nll["base"], nll["a"], nll["b"], c).items()}
 
 
