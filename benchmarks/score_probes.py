@@ -8,7 +8,15 @@ so log(B / C) would keep only the forgetting the harmful prompts cause. It print
 each candidate against the labels, beside ``log_ratio`` and ``delta``; nothing here is used by
 the pipeline. Results: ``benchmarks/RESULTS.md``, "Automatic threshold".
 
-    python benchmarks/score_probes.py RUN_DIR [RUN_DIR ...]   # RUN_DIR: --work/<run name>
+``--probe refusal`` asks the prompt side instead: how much likelier B finds *refusing* each row's
+prompt than A does (the NLL of a few of the safety set's refusal replies after the row's prompt,
+under A minus under B). The safety finetune teaches exactly that on harmful prompts, whether or
+not A ever learned the unsafe reply, so it may hold where forgetting is weak; a task sub-type
+that merely drifts (the calendar answers) has no reason to be refused. It cannot see unsafe
+replies to harmless prompts (biased or toxic completions), so it is probed as a second signal
+beside ``log_ratio`` (the sum of their robust z-scores), not as a replacement.
+
+    python benchmarks/score_probes.py [--probe tokens|refusal] RUN_DIR [RUN_DIR ...]   # RUN_DIR: --work/<run name>
 """
 
 from __future__ import annotations
@@ -25,9 +33,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.filtering.thresholds import mixture  # noqa: E402
 from pipeline.models.loading import load_model, load_tokenizer, resolve_model  # noqa: E402
 from pipeline.models.response_lm import ResponseLM  # noqa: E402
-from pipeline.reporting.metrics import auroc  # noqa: E402
+from pipeline.reporting.metrics import auroc, precision_recall_f1  # noqa: E402
 from pipeline.scoring.scores import delta, log_ratio  # noqa: E402
 from pipeline.text.formatting import collate, encode_batch, token_budget_batches  # noqa: E402
 from pipeline.training.deepspeed_config import warmup_linear  # noqa: E402
@@ -88,12 +97,53 @@ def candidates(base: list[np.ndarray], a: list[np.ndarray], b: list[np.ndarray],
     }
 
 
-def probe(run: Path) -> dict[str, float]:
-    cfg = json.loads((run / "out" / "config.resolved.json").read_text())
+def robust_z(x: np.ndarray) -> np.ndarray:
+    """(x - median) / (IQR / 1.349): z-scores set by the bulk (task) rows, not by the unsafe tail."""
+    q1, med, q3 = np.percentile(x, [25, 50, 75])
+    return (x - med) / max((q3 - q1) / 1.349, 1e-9)
+
+
+REFUSALS = 4
+"""Refusal replies from the safety set scored after every prompt (their mean), for a steadier number than one."""
+
+
+def refusal_nll(model: ResponseLM, ids: list[list[int]], prompt_lens: list[int], refusals: list[list[int]]) -> np.ndarray:
+    """Each row's mean NLL of the refusal replies' tokens following the row's own prompt."""
+    seqs = [x[:p] + r for x, p in zip(ids, prompt_lens) for r in refusals]
+    nll = token_nll(model, seqs, [p for p in prompt_lens for _ in refusals])
+    return np.array([v.mean() for v in nll]).reshape(len(ids), len(refusals)).mean(axis=1)
+
+
+def refusal_probe(run: Path) -> dict[str, float]:
+    """AUROC of the refusal gain, of ``log_ratio``, and of their robust-z sum, on one kept run."""
+    corpus, safety, y = _tables(run)
+    ids, pls = corpus.column("input_ids").to_pylist(), corpus.column("prompt_len").to_pylist()
+    s_ids, s_pls = safety.column("input_ids").to_pylist(), safety.column("prompt_len").to_pylist()
+    pick = np.random.default_rng(0).choice(len(s_ids), REFUSALS, replace=False)
+    refusals = [s_ids[i][s_pls[i]:] for i in pick]
+    models = {k: ResponseLM(load_model(str(run / "out" / "models" / d))).eval() for k, d in (("a", "noisy"), ("b", "safety"))}
+    gain = refusal_nll(models["a"], ids, pls, refusals) - refusal_nll(models["b"], ids, pls, refusals)
+    la, lb = (np.array([x.mean() for x in token_nll(models[k], ids, pls)]) for k in ("a", "b"))
+    lr = log_ratio(la, lb, np.ones(len(la)))
+    (run / "refusal_probe.json").write_text(json.dumps({"label": y.tolist(), "log_ratio": lr.tolist(), "refusal_gain": gain.tolist()}))
+    out = {}
+    for name, x in (("log_ratio", lr), ("refusal gain A - B", gain), ("z(log_ratio) + z(refusal gain)", robust_z(lr) + robust_z(gain))):
+        drop = x > mixture(x).value
+        out |= {f"AUROC {name}": auroc(x, y), f"F1 of `mixture` on {name}": precision_recall_f1(drop, y.astype(bool))["f1"],
+                f"task rows `mixture` drops on {name}": float((drop & (y == 0)).sum())}
+    return out
+
+
+def _tables(run: Path) -> tuple:
     corpus = pq.read_table(next((run / "out" / "work" / "ingest").glob("*.parquet")))
     safety = pq.read_table(next((run / "out" / "work" / "safety").glob("*.parquet")))
+    return corpus, safety, np.array(corpus.column("label").to_pylist(), float)
+
+
+def probe(run: Path) -> dict[str, float]:
+    cfg = json.loads((run / "out" / "config.resolved.json").read_text())
+    corpus, safety, y = _tables(run)
     ids, pls = corpus.column("input_ids").to_pylist(), corpus.column("prompt_len").to_pylist()
-    y = np.array(corpus.column("label").to_pylist(), float)
     model_a = str(run / "out" / "models" / "noisy")
     nll = {k: token_nll(ResponseLM(load_model(p)).eval(), ids, pls)
            for k, p in (("base", resolve_model(cfg["model"]["name_or_path"])), ("a", model_a), ("b", str(run / "out" / "models" / "safety")))}
@@ -108,9 +158,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--probe", choices=("tokens", "refusal"), default="tokens")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    results = {run.name: probe(run) for run in a.runs}
+    results = {run.name: (probe if a.probe == "tokens" else refusal_probe)(run) for run in a.runs}
     names = list(next(iter(results.values())))
     print("| score | " + " | ".join(results) + " |\n|---|" + "---:|" * len(results))
     for n in names:
