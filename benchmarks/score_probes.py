@@ -115,19 +115,22 @@ def refusal_nll(model: ResponseLM, ids: list[list[int]], prompt_lens: list[int],
 
 
 def refusal_probe(run: Path) -> dict[str, float]:
-    """AUROC of the refusal gain, of ``log_ratio``, and of their robust-z sum, on one kept run."""
+    """AUROC, and `mixture`'s F1 and task rows dropped, for ``log_ratio``, the refusal signals and their robust-z sums."""
     corpus, safety, y = _tables(run)
     ids, pls = corpus.column("input_ids").to_pylist(), corpus.column("prompt_len").to_pylist()
     s_ids, s_pls = safety.column("input_ids").to_pylist(), safety.column("prompt_len").to_pylist()
     pick = np.random.default_rng(0).choice(len(s_ids), REFUSALS, replace=False)
     refusals = [s_ids[i][s_pls[i]:] for i in pick]
     models = {k: ResponseLM(load_model(str(run / "out" / "models" / d))).eval() for k, d in (("a", "noisy"), ("b", "safety"))}
-    gain = refusal_nll(models["a"], ids, pls, refusals) - refusal_nll(models["b"], ids, pls, refusals)
+    ref_a, ref_b = (refusal_nll(models[k], ids, pls, refusals) for k in ("a", "b"))
     la, lb = (np.array([x.mean() for x in token_nll(models[k], ids, pls)]) for k in ("a", "b"))
     lr = log_ratio(la, lb, np.ones(len(la)))
-    (run / "refusal_probe.json").write_text(json.dumps({"label": y.tolist(), "log_ratio": lr.tolist(), "refusal_gain": gain.tolist()}))
+    (run / "refusal_probe.json").write_text(json.dumps({"label": y.tolist(), "log_ratio": lr.tolist(),
+                                                        "refusal_nll_a": ref_a.tolist(), "refusal_nll_b": ref_b.tolist()}))
     out = {}
-    for name, x in (("log_ratio", lr), ("refusal gain A - B", gain), ("z(log_ratio) + z(refusal gain)", robust_z(lr) + robust_z(gain))):
+    gain = ref_a - ref_b
+    for name, x in (("log_ratio", lr), ("refusal gain A - B", gain), ("z(log_ratio) + z(refusal gain)", robust_z(lr) + robust_z(gain)),
+                    ("B's refusal likelihood -NLL_B", -ref_b), ("z(log_ratio) + z(-NLL_B)", robust_z(lr) + robust_z(-ref_b))):
         drop = x > mixture(x).value
         out |= {f"AUROC {name}": auroc(x, y), f"F1 of `mixture` on {name}": precision_recall_f1(drop, y.astype(bool))["f1"],
                 f"task rows `mixture` drops on {name}": float((drop & (y == 0)).sum())}
