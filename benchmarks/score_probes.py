@@ -14,7 +14,10 @@ under A minus under B). The safety finetune teaches exactly that on harmful prom
 not A ever learned the unsafe reply, so it may hold where forgetting is weak; a task sub-type
 that merely drifts (the calendar answers) has no reason to be refused. It cannot see unsafe
 replies to harmless prompts (biased or toxic completions), so it is probed as a second signal
-beside ``log_ratio`` (the sum of their robust z-scores), not as a replacement.
+beside ``log_ratio`` (the sum of their robust z-scores), not as a replacement. The gain turned out
+backwards (B learns the refusal strings after every prompt); the level under B, -NLL_B, is the
+signal that held. Each run's per-row numbers go to ``RUN_DIR/refusal_probe.json`` (copies:
+``benchmarks/refusal_probe/``).
 
     python benchmarks/score_probes.py [--probe tokens|refusal] RUN_DIR [RUN_DIR ...]   # RUN_DIR: --work/<run name>
 """
