@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -140,7 +141,8 @@ def refusal_probe(run: Path) -> dict[str, float]:
     return out
 
 
-def _tables(run: Path) -> tuple:
+def _tables(run: Path) -> tuple[pa.Table, pa.Table, np.ndarray]:
+    """A kept run's tokenised corpus and safety set (as the pipeline ingested them), and the corpus labels."""
     corpus = pq.read_table(next((run / "out" / "work" / "ingest").glob("*.parquet")))
     safety = pq.read_table(next((run / "out" / "work" / "safety").glob("*.parquet")))
     return corpus, safety, np.array(corpus.column("label").to_pylist(), float)
