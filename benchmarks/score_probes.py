@@ -37,6 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline import columns as col  # noqa: E402
 from pipeline.filtering.thresholds import mixture  # noqa: E402
 from pipeline.models.loading import load_model, load_tokenizer, resolve_model  # noqa: E402
 from pipeline.models.response_lm import ResponseLM  # noqa: E402
@@ -127,7 +128,10 @@ def refusal_probe(run: Path) -> dict[str, float]:
     refusals = [s_ids[i][s_pls[i]:] for i in pick]
     models = {k: ResponseLM(load_model(str(run / "out" / "models" / d))).eval() for k, d in (("a", "noisy"), ("b", "safety"))}
     ref_a, ref_b = (refusal_nll(models[k], ids, pls, refusals) for k in ("a", "b"))
-    la, lb = (np.array([x.mean() for x in token_nll(models[k], ids, pls)]) for k in ("a", "b"))
+    # The pipeline already wrote each row's mean response loss under A and B: no second pass over the corpus.
+    scores = pq.read_table(run / "out" / "work" / "scores", columns=["id", col.LOSS_A, col.LOSS_B]).to_pylist()
+    by_id = {r["id"]: (r[col.LOSS_A], r[col.LOSS_B]) for r in scores}
+    la, lb = np.array([by_id[i] for i in corpus.column("id").to_pylist()]).T
     lr = log_ratio(la, lb, np.ones(len(la)))
     (run / "refusal_probe.json").write_text(json.dumps({"label": y.tolist(), "log_ratio": lr.tolist(),
                                                         "refusal_nll_a": ref_a.tolist(), "refusal_nll_b": ref_b.tolist()}))
