@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                     help="a further config override on top of the recipe (kept in the run's JSON), e.g. evaluation.enabled=false")
     a = ap.parse_args()
-    extra = dict(kv.split("=", 1) for kv in a.extra)
+    overrides = RECIPES[a.recipe] | dict(kv.split("=", 1) for kv in a.extra)
     DATA.mkdir(exist_ok=True)
     for spec in a.specs:
         source, share, styles = spec.split(":")
@@ -89,12 +89,12 @@ def main() -> None:
         config = [] if a.recipe == "defaults" else ["--config", "jobs/configs/demo.yaml"]
         cmd = [sys.executable, "-m", "pipeline", "run", *config, "--input", paths["corpus"],
                "--safety", paths["safety"], "--output", str(work / "out"), "--set", f"seed={a.seed}",
-               *(x for k, v in (RECIPES[a.recipe] | extra).items() for x in ("--set", f"{k}={v}"))]
+               *(x for k, v in overrides.items() for x in ("--set", f"{k}={v}"))]
         subprocess.run(cmd, check=True, cwd=HERE.parent)
         meta = {"run": name, "source": source, "unsafe_share": float(share), "styles": styles, "seed": a.seed,
                 "model": "smollm2-135m-instruct", "config": " ".join(config[1:]) or "defaults", "recipe": a.recipe,
                 "safety_rows": a.safety,
-                "overrides": RECIPES[a.recipe] | extra, "wall_s": round(time.time() - t0)}
+                "overrides": overrides, "wall_s": round(time.time() - t0)}
         keep_scores(work / "out", Path(paths["corpus"]), dest, meta)
         print(f"{name}: {meta['wall_s']} s", flush=True)
 
