@@ -45,9 +45,13 @@ RECIPES = {
 """Training settings on top of jobs/configs/demo.yaml (``defaults``: no config file)."""
 
 
-def run_name(source: str, share: float, styles: str, rows: int, seed: int, recipe: str, safety: int = 40) -> str:
-    extra = "" if safety == 40 else f"-safety{safety}"
-    return f"{source}-{round(share * 100):02d}pct-{styles}-{rows}rows-seed{seed}-{recipe}{extra}"
+def run_name(source: str, share: float, styles: str, rows: int, seed: int, recipe: str, safety: int = 40,
+             extra: dict[str, str] | None = None) -> str:
+    """The run's file name: every setting that makes it a different run, ``--set`` overrides included,
+    so that a run with other settings is never skipped as "done before"."""
+    name = f"{source}-{round(share * 100):02d}pct-{styles}-{rows}rows-seed{seed}-{recipe}"
+    name += "" if safety == 40 else f"-safety{safety}"
+    return name + "".join(f"-{k}={v}" for k, v in sorted((extra or {}).items()))
 
 
 def keep_scores(out_dir: Path, corpus: Path, dest: Path, meta: dict) -> None:
@@ -74,11 +78,12 @@ def main() -> None:
     ap.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                     help="a further config override on top of the recipe (kept in the run's JSON), e.g. evaluation.enabled=false")
     a = ap.parse_args()
-    overrides = RECIPES[a.recipe] | dict(kv.split("=", 1) for kv in a.extra)
+    extra = dict(kv.split("=", 1) for kv in a.extra)
+    overrides = RECIPES[a.recipe] | extra
     DATA.mkdir(exist_ok=True)
     for spec in a.specs:
         source, share, styles = spec.split(":")
-        name = run_name(source, float(share), styles, a.rows, a.seed, a.recipe, a.safety)
+        name = run_name(source, float(share), styles, a.rows, a.seed, a.recipe, a.safety, extra)
         dest = DATA / f"{name}.json"
         if dest.exists():
             print(f"{name}: done before, skipped", flush=True)
