@@ -144,6 +144,13 @@ class FilterConfig(Section):
         "`gmm`: Otsu's split or the crossing of a two-Gaussian fit, both only if that fit finds two modes "
         "(Ashman's D >= 2)."
     )
+    corroborate: list[Literal[tuple(SCORES)]] = Field(  # type: ignore[valid-type]
+        default_factory=list,
+        description="`auto` only: the cut on scoring.method stands only if the same rule also cuts on at least one of "
+        "these scores; otherwise nothing is dropped and the report shows the withdrawn cut. The defaults measure "
+        "forgetting in absolute terms, so they do not share log_ratio's artefact (task rows that A predicts very well "
+        "form a high-ratio mode of their own): e.g. `[delta, seq_logprob_drop]`. A list holding scoring.method checks nothing.",
+    )
 
 
 class EvaluationConfig(Section):

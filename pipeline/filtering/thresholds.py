@@ -8,7 +8,8 @@ rather than cutting a single mode in half.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -377,3 +378,31 @@ def mixture(scores: np.ndarray) -> Threshold:
 
 
 AUTO_METHODS = {"mixture": mixture, "valley": valley, "otsu": otsu, "gmm": gmm}
+
+
+def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
+                rule: Callable[[np.ndarray], Threshold]) -> Threshold:
+    """Keep an automatic cut only if ``rule`` also cuts on at least one of the ``others`` scores.
+
+    Why: a score relative to the loss under A (``log_ratio``) amplifies small absolute changes on
+    rows that A predicts very well, so a group of task rows with computed or formulaic answers can
+    form a separate high mode of its own, and no rule on that score alone can tell it from unsafe
+    rows. Unsafe rows that are really forgotten also lose likelihood in absolute terms (nats per
+    token or per response), which the relative score's artefact does not. When the rule finds no
+    upper component on any absolute score, the cut is withdrawn: nothing is dropped, and the
+    evidence keeps the withdrawn cut and its row count for review. A cut that drops nothing, or an
+    empty ``others``, is returned as it is.
+    """
+    would_drop = int(np.sum(_finite(scores) > t.value))
+    if not would_drop or not others:
+        return t
+    cuts = {name: int(np.sum(_finite(x) > rule(x).value)) for name, x in others.items()}
+    evidence: dict[str, float | int] = {**t.evidence, **{f"rows_cut_on_{name}": n for name, n in cuts.items()}}
+    if any(cuts.values()):
+        by = ", ".join(f"`{name}` ({n} rows)" for name, n in cuts.items() if n)
+        return replace(t, rationale=f"{t.rationale}; corroborated: the same rule also cuts on {by}", evidence=evidence)
+    names = " or ".join(f"`{name}`" for name in cuts)
+    return Threshold(math.inf, t.method, f"cut withdrawn, nothing dropped: it would drop {would_drop} rows at "
+                     f"{t.value:.4g}, but the same rule finds no upper component on {names} (absolute forgetting). "
+                     f"The withdrawn cut: {t.rationale}",
+                     {**evidence, "withdrawn_cut": t.value, "withdrawn_cut_rows": would_drop})

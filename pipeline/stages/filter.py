@@ -1,6 +1,7 @@
 """Stage 5, filter: pick the cut on the forgetting score and split the scored rows.
 
-The cut is chosen from the score column alone (read from Parquet without the text), then one
+The cut is chosen from the score columns alone (read from Parquet without the text: the filter's
+score, and for an automatic cut the scores it must be corroborated on), then one
 streaming pass per side writes ``kept/`` (score <= cut) and ``dropped/`` (the rest, including any
 row whose score is not a number: an unscorable row is not trusted). The invariant
 ``kept + dropped + rejected = input`` is checked and the stage fails loudly if it breaks.
@@ -27,13 +28,21 @@ from pipeline.runtime import rundir as layout
 from pipeline.runtime.rundir import RunDir
 
 
-def choose_threshold(scores: np.ndarray, f: FilterConfig) -> Threshold:
-    """The cut the config asks for."""
+def corroborating_scores(cfg: Config) -> list[str]:
+    """The scores an automatic cut must be corroborated on: none for a user-chosen cut, and none
+    when the filter's own score is among them (it corroborates itself)."""
+    f = cfg.filter
+    return [] if f.method != "auto" or cfg.scoring.method in f.corroborate else list(f.corroborate)
+
+
+def choose_threshold(scores: np.ndarray, f: FilterConfig, others: dict[str, np.ndarray] | None = None) -> Threshold:
+    """The cut the config asks for; an automatic one is checked against the ``others`` scores."""
     if f.method == "fixed":
         return thresholds.fixed(float(f.value))
     if f.method == "drop_fraction":
         return thresholds.drop_fraction(scores, float(f.value))
-    return thresholds.AUTO_METHODS[f.auto_method](scores)
+    rule = thresholds.AUTO_METHODS[f.auto_method]
+    return thresholds.corroborate(rule(scores), scores, others or {}, rule)
 
 
 def _side(t: Threshold, keep: bool):  # noqa: ANN202 - a Ray Data UDF
@@ -50,8 +59,10 @@ def run_filter(cfg: Config, run: RunDir) -> dict[str, Any]:
     import ray
 
     input_rows = run.stage_record("ingest")["result"]["corpus"]["rows"]
-    scores = run.read_columns(layout.SCORES, [col.FORGETTING]).column(col.FORGETTING).to_numpy(zero_copy_only=False)
-    t = choose_threshold(scores, cfg.filter)
+    others = corroborating_scores(cfg)
+    table = run.read_columns(layout.SCORES, [col.FORGETTING, *(col.score_column(name) for name in others)])
+    numbers = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
+    t = choose_threshold(numbers[col.FORGETTING], cfg.filter, {name: numbers[col.score_column(name)] for name in others})
     files = run.shards(layout.SCORES)
     if t.ties_to_drop:
         # Only the ids of the rows tied at the cut are read (a pushed-down filter), never all ids.

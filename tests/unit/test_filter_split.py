@@ -7,10 +7,11 @@ import pytest
 
 from pipeline import columns as col
 from pipeline.config import build_config
+from pipeline.errors import ConfigError
 from pipeline.filtering import thresholds
 from pipeline.reporting.metrics import auroc
 from pipeline.runtime.rundir import RunDir
-from pipeline.stages.filter import _side
+from pipeline.stages.filter import _side, choose_threshold, corroborating_scores
 from pipeline.stages.report import evaluate, nearest_cut, summarise
 
 
@@ -80,3 +81,20 @@ def test_the_report_streams_shards_yet_its_label_metrics_are_exact(tmp_path):
     ev = evaluate(labelled, build_config({}, []))
     assert ev["auroc_forgetting"] == pytest.approx(auroc(score[has], label[has]))
     assert ev["tp"] == int((dropped & has & (label == 1)).sum())
+
+
+def test_only_an_automatic_cut_on_another_score_is_corroborated():
+    both = "filter.corroborate=[delta, seq_logprob_drop]"
+    assert corroborating_scores(build_config({}, [both])) == ["delta", "seq_logprob_drop"]
+    assert corroborating_scores(build_config({}, [both, "scoring.method=delta"])) == []  # it corroborates itself
+    assert corroborating_scores(build_config({}, ["filter.corroborate=[]"])) == []
+    fixed = build_config({}, [both, "filter.method=fixed", "filter.value=0.5"])
+    assert corroborating_scores(fixed) == []
+    x = np.r_[np.random.default_rng(0).normal(0.0, 0.05, 240), np.random.default_rng(1).normal(1.0, 0.05, 60)]
+    flat = {"delta": np.random.default_rng(2).normal(0.0, 1.0, 300)}
+    assert choose_threshold(x, fixed.filter, flat).value == 0.5
+    auto = build_config({}, [both]).filter
+    assert np.isfinite(choose_threshold(x, auto).value)
+    assert not np.isfinite(choose_threshold(x, auto, flat).value)
+    with pytest.raises(ConfigError, match="filter.corroborate"):
+        build_config({}, ["filter.corroborate=[rouge]"])

@@ -147,6 +147,52 @@ def test_mixture_cuts_the_demo():
     assert precision_recall_f1(x > thresholds.mixture(x).value, y)["f1"] > 0.95
 
 
+def _real_run(name: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    runs = json.loads((Path(__file__).parents[1] / "data" / "real_run_losses.json").read_text())["runs"]
+    d = {k: np.array(v, dtype=float) for k, v in runs[name].items()}
+    scores = {k.removeprefix("score_"): v for k, v in compute_scores(d["loss_a"], d["loss_b"], d["n_tokens"]).items()}
+    return scores, d["label"]
+
+
+def test_corroboration_withdraws_the_relative_scores_cut_on_a_clean_real_corpus():
+    # Computed calendar answers, no unsafe row: A predicts some of them so well that log_ratio
+    # forms a second mode (mixture drops 147 of 320 rows), which delta and seq_logprob_drop lack.
+    s, y = _real_run("calendar-00pct-varied-320rows-seed0-defaults-safety80")
+    assert not y.any()
+    plain = thresholds.mixture(s["log_ratio"])
+    assert np.sum(s["log_ratio"] > plain.value) > 100
+    others = {k: s[k] for k in ("delta", "seq_logprob_drop")}
+    t = thresholds.corroborate(plain, s["log_ratio"], others, thresholds.mixture)
+    assert math.isinf(t.value) and "withdrawn" in t.rationale
+    assert t.evidence["withdrawn_cut"] == plain.value and t.evidence["withdrawn_cut_rows"] > 100
+    assert t.evidence["rows_cut_on_delta"] == t.evidence["rows_cut_on_seq_logprob_drop"] == 0
+    assert json.dumps(t.to_dict())
+
+
+def test_corroboration_keeps_a_real_cut():
+    # HarmBench compliance replies among docstring Q/A (25% unsafe): every score finds them.
+    s, y = _real_run("docstrings-25pct-varied-320rows-seed3-defaults-safety80")
+    plain = thresholds.mixture(s["log_ratio"])
+    t = thresholds.corroborate(plain, s["log_ratio"], {k: s[k] for k in ("delta", "seq_logprob_drop")}, thresholds.mixture)
+    assert t.value == plain.value and "corroborated" in t.rationale
+    assert precision_recall_f1(s["log_ratio"] > t.value, y == 1)["f1"] > 0.9
+
+
+def test_corroboration_needs_only_one_score_and_leaves_no_cut_alone():
+    x, _ = _task_and_unsafe(np.random.default_rng(7).normal(0.8, 0.1, 60))
+    flat = np.random.default_rng(8).normal(0.0, 1.0, len(x))
+    cut = thresholds.mixture(x)
+    assert thresholds.corroborate(cut, x, {"flat": flat, "same": x}, thresholds.mixture).value == cut.value
+    assert math.isinf(thresholds.corroborate(cut, x, {"flat": flat}, thresholds.mixture).value)
+    assert thresholds.corroborate(cut, x, {}, thresholds.mixture) == cut
+
+    def never_called(_: np.ndarray) -> thresholds.Threshold:
+        raise AssertionError("a cut that drops nothing needs no corroboration")
+
+    none = thresholds.mixture(flat)
+    assert thresholds.corroborate(none, flat, {"x": x}, never_called) == none
+
+
 def test_drop_fraction_drops_exactly_that_many():
     x = np.arange(100, dtype=float)
     t = thresholds.drop_fraction(x, 0.1)
