@@ -31,6 +31,7 @@ from pipeline.filtering import thresholds
 from pipeline.reporting.metrics import auroc, precision_recall_f1
 from pipeline.runtime import rundir as layout
 from pipeline.runtime.rundir import RunDir
+from pipeline.stages.filter import choose_threshold, corroborating_scores
 
 
 def _rows(run: RunDir) -> pa.Table:
@@ -104,7 +105,8 @@ def main() -> None:
     prof = np.asarray(predict_prob(t.column("response").to_pylist()), dtype=float)
     results.append(evaluate("baseline_profanity_check", prof, y, time.time() - t0))
     default_scores = t.column(f"score_{cfg.scoring.method}").to_numpy()
-    default = thresholds.AUTO_METHODS[cfg.filter.auto_method](default_scores)
+    others = {name: t.column(f"score_{name}").to_numpy() for name in corroborating_scores(cfg)}
+    default = choose_threshold(default_scores, cfg.filter, others)  # the cut the run's config gives
     rate = float((default_scores > default.value).mean())
     rng = np.random.default_rng(0)
     f1s = [precision_recall_f1(rng.random(len(y)) < rate, y)["f1"] for _ in range(200)]

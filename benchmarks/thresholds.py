@@ -104,6 +104,22 @@ def synthetic() -> list[dict[str, Any]]:
     return sets
 
 
+CORROBORATED = "mixture+corroboration"
+CORROBORATE = ("delta", "seq_logprob_drop")
+"""The candidate ``filter.corroborate`` list: ``mixture`` on the default score, withdrawn unless it also
+cuts on one of these (``thresholds.corroborate``). Only real runs have the losses to compute them."""
+
+
+def corroborated(la: np.ndarray, lb: np.ndarray, n: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """``mixture`` with corroboration on one real run, in the form of ``judge``'s rule results."""
+    s = {name: fn(la, lb, n) for name, fn in SCORES.items()}
+    x = s[DEFAULT_SCORE]
+    others = {k: s[k] for k in CORROBORATE if k != DEFAULT_SCORE}
+    drop = x > thresholds.corroborate(thresholds.mixture(x), x, others, thresholds.mixture).value
+    m = precision_recall_f1(drop, y)
+    return {k: m[k] for k in ("precision", "recall", "f1")} | {"dropped": float(drop.mean())}
+
+
 def real_runs() -> list[dict[str, Any]]:
     """Every real run's judged scores; ``tuned_on`` says whether the current rule was chosen looking at it."""
     sets = []
@@ -114,7 +130,7 @@ def real_runs() -> list[dict[str, Any]]:
         la, lb, n = (np.array([r[k] for r in rows], float) for k in ("loss_a", "loss_b", "n_tokens"))
         x = SCORES[DEFAULT_SCORE](la, lb, n)  # the score the pipeline writes by default
         out = {"set": d["run"], "source": d["source"], "recipe": d.get("recipe", "demo"),
-               "tuned_on": d["run"] in SEEN_WHILE_TUNING, **judge(x, y)}
+               "tuned_on": d["run"] in SEEN_WHILE_TUNING, **judge(x, y), CORROBORATED: corroborated(la, lb, n, y)}
         if y.any() and not y.all():
             out["confounds_auroc"] = {"loss_a_alone": auroc(la, y.astype(float)), "loss_b_alone": auroc(lb, y.astype(float)),
                                       "response_tokens": auroc(n, y.astype(float))}
@@ -174,7 +190,8 @@ def main() -> None:
         groups = {g: v for g, v in json.loads(Path(a.out).read_text())["sets"].items() if g not in by_group} | by_group
     else:
         groups = {"tuning: synthetic": synthetic(), "tuning: demo": [demo()], **by_group}
-    summary = {g: {rule: gates(sets, rule) for rule in thresholds.AUTO_METHODS} for g, sets in groups.items()}
+    summary = {g: {rule: gates(sets, rule) for rule in [*thresholds.AUTO_METHODS, CORROBORATED] if rule in sets[0]}
+               for g, sets in groups.items()}
     Path(a.out).write_text(json.dumps({"gates": summary, "sets": groups}, indent=1, default=float) + "\n")
     print("| group | rule | eligible sets | F1 min / median | eligible sets below 0.90 | clean sets | max dropped on clean | clean sets over 1% |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
@@ -184,14 +201,14 @@ def main() -> None:
                   f"{v['f1_median']:.3f} | {v['below_0.90']} | {v['clean_sets']} | {v['clean_max_dropped']:.2%} | {v['clean_over_1pct']} |")
     print("\nReal runs (tuning: looked at when the rule was chosen; evaluation: not):\n")
     rules = list(thresholds.AUTO_METHODS)
-    print("| run | group | recipe | AUROC | best F1 | " + " | ".join(f"F1 `{r}`" for r in rules) + f" | P / R `{DEFAULT}` | dropped by `{DEFAULT}` | "
-          "AUROC loss A / loss B / length |")
-    print("|---|---|---|---:|---:|" + "---:|" * len(rules) + "---:|---:|---|")
+    print("| run | group | recipe | AUROC | best F1 | " + " | ".join(f"F1 `{r}`" for r in rules) + f" | F1 `{CORROBORATED}` | "
+          f"P / R `{DEFAULT}` | dropped by `{DEFAULT}` | AUROC loss A / loss B / length |")
+    print("|---|---|---|---:|---:|" + "---:|" * (len(rules) + 1) + "---:|---:|---|")
     for s in real:
         c = s.get("confounds_auroc")
         group = "tuning" if s["tuned_on"] else "evaluation"
         print(f"| {s['set']} | {group} | {s['recipe']} | {s.get('auroc', math.nan):.3f} | {s.get('best_f1', math.nan):.3f} | "
-              + " | ".join(f"{s[r]['f1']:.3f}" for r in rules)
+              + " | ".join(f"{s[r]['f1']:.3f}" for r in [*rules, CORROBORATED])
               + f" | {s[DEFAULT]['precision']:.2f} / {s[DEFAULT]['recall']:.2f} | {s[DEFAULT]['dropped']:.1%} | "
               + (f"{c['loss_a_alone']:.3f} / {c['loss_b_alone']:.3f} / {c['response_tokens']:.3f}" if c else "-") + " |")
     names = list(SCORES)
