@@ -145,11 +145,11 @@ class FilterConfig(Section):
         "(Ashman's D >= 2)."
     )
     corroborate: list[Literal[tuple(SCORES)]] = Field(  # type: ignore[valid-type]
-        default_factory=list,
+        default_factory=lambda: ["delta", "seq_logprob_drop"],
         description="`auto` only: the cut on scoring.method stands only if the same rule also cuts on at least one of "
         "these scores; otherwise nothing is dropped and the report shows the withdrawn cut. The defaults measure "
         "forgetting in absolute terms, so they do not share log_ratio's artefact (task rows that A predicts very well "
-        "form a high-ratio mode of their own): e.g. `[delta, seq_logprob_drop]`. A list holding scoring.method checks nothing.",
+        "form a high-ratio mode of their own). `[]` turns the check off; a list holding scoring.method checks nothing.",
     )
 
 
