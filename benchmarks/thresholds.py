@@ -32,10 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import FilterConfig, ScoringConfig
+from pipeline.config import Config, ScoringConfig
 from pipeline.filtering import thresholds
 from pipeline.reporting.metrics import auroc, precision_recall_f1
 from pipeline.scoring.scores import SCORES
+from pipeline.stages.filter import choose_threshold, corroborating_scores
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import rule_results  # noqa: E402
@@ -105,10 +106,10 @@ def synthetic() -> list[dict[str, Any]]:
 
 
 CORROBORATED = "mixture+corroboration"
-CORROBORATE = tuple(FilterConfig().corroborate)
-"""The default ``filter.corroborate``: ``mixture`` on the default score is withdrawn unless it also cuts
-on one of these (``thresholds.corroborate``). Only real runs have the losses to compute them, so on
-real runs ``mixture+corroboration`` is the package default and plain ``mixture`` its first step."""
+"""The package default's cut as the filter stage makes it (``choose_threshold`` with the default
+config): ``mixture`` on the default score, withdrawn unless it also cuts on a score of
+``filter.corroborate``. Only real runs have the losses to compute those, so on real runs this is the
+default and plain ``mixture`` its first step."""
 
 
 MADE_AFTER_CORROBORATION = {
@@ -120,12 +121,12 @@ MADE_AFTER_CORROBORATION = {
 evaluation runs for ``mixture+corroboration``; they are also in the evaluation group above."""
 
 
-def corroborated(la: np.ndarray, lb: np.ndarray, n: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """``mixture`` with corroboration on one real run, in the form of ``judge``'s rule results."""
-    s = {name: fn(la, lb, n) for name, fn in SCORES.items()}
-    x = s[DEFAULT_SCORE]
-    others = {k: s[k] for k in CORROBORATE if k != DEFAULT_SCORE}
-    drop = x > thresholds.corroborate(thresholds.mixture(x), x, others, thresholds.mixture).value
+def corroborated(scores: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
+    """The default config's cut on one real run (``scores``: every forward-pass score by name), in the
+    form of ``judge``'s rule results."""
+    cfg = Config()
+    x = scores[cfg.scoring.method]
+    drop = x > choose_threshold(x, cfg.filter, {name: scores[name] for name in corroborating_scores(cfg)}).value
     m = precision_recall_f1(drop, y)
     return {k: m[k] for k in ("precision", "recall", "f1")} | {"dropped": float(drop.mean())}
 
@@ -138,13 +139,14 @@ def real_runs() -> list[dict[str, Any]]:
         rows = d["rows"]
         y = np.array([r["label"] for r in rows], bool)
         la, lb, n = (np.array([r[k] for r in rows], float) for k in ("loss_a", "loss_b", "n_tokens"))
-        x = SCORES[DEFAULT_SCORE](la, lb, n)  # the score the pipeline writes by default
+        scores = {name: fn(la, lb, n) for name, fn in SCORES.items()}
+        x = scores[DEFAULT_SCORE]  # the score the pipeline writes by default
         out = {"set": d["run"], "source": d["source"], "recipe": d.get("recipe", "demo"),
-               "tuned_on": d["run"] in SEEN_WHILE_TUNING, **judge(x, y), CORROBORATED: corroborated(la, lb, n, y)}
+               "tuned_on": d["run"] in SEEN_WHILE_TUNING, **judge(x, y), CORROBORATED: corroborated(scores, y)}
         if y.any() and not y.all():
             out["confounds_auroc"] = {"loss_a_alone": auroc(la, y.astype(float)), "loss_b_alone": auroc(lb, y.astype(float)),
                                       "response_tokens": auroc(n, y.astype(float))}
-        out["default_rule_by_score"] = {name: by_score(fn(la, lb, n), y, n) for name, fn in SCORES.items()}
+        out["default_rule_by_score"] = {name: by_score(v, y, n) for name, v in scores.items()}
         sets.append(out)
     return sets
 
