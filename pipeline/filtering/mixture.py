@@ -5,19 +5,23 @@ that resembles the safety set forgets a little more), so a symmetric Gaussian nu
 right shoulder as unsafe rows. A two-piece normal (a different scale left and right of the mode)
 fits a skewed mode with one extra parameter, and its maximum-likelihood fit has a closed form
 for the scales once the mode is fixed, so EM stays cheap and deterministic. The unsafe rows get
-the same family: a tight mode, a broad plateau and a long tail are all one two-piece normal with
-suitable scales. BIC decides whether the second component is worth its four parameters; with
-none (a clean corpus) nothing is cut.
+the same family or, when it fits them better, a normal with an exponential right side
+(``NormalExp``): a tight mode and a broad plateau are one two-piece normal with suitable scales,
+and a tail that starts at an edge and thins out is an exponential, which a half-normal fits
+badly. BIC decides whether the second component is worth its four parameters; with none (a
+clean corpus) nothing is cut.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 SQRT2PI = math.sqrt(2 * math.pi)
+SQRT_HALF_PI = math.sqrt(math.pi / 2)
 _ndtr = np.vectorize(lambda z: 0.5 * math.erfc(-z / math.sqrt(2)), otypes=[np.float64])
 """The standard normal CDF (numpy has no erf; only ever called on a grid of cut candidates)."""
 MAX_POINTS = 20_000
@@ -68,9 +72,17 @@ def fit_two_piece(xs: np.ndarray, w: np.ndarray, floor: float) -> TwoPiece:
         sl, sr = sums(mu)
         return sl ** (1 / 3) + sr ** (1 / 3)
 
-    qs = np.interp(np.linspace(0.01, 0.99, 99), c0 / n, xs)
-    costs = [cost(float(q)) for q in qs]
-    i = int(np.argmin(costs))
+    mu = _search_mode(xs, c0 / n, cost)
+    sl, sr = sums(mu)
+    a_ = sl ** (1 / 3) + sr ** (1 / 3)
+    scale = math.sqrt(a_ / n) if n > 0 else 0.0
+    return TwoPiece(mu, max(sl ** (1 / 3) * scale, floor), max(sr ** (1 / 3) * scale, floor))
+
+
+def _search_mode(xs: np.ndarray, cdf: np.ndarray, cost: Callable[[float], float]) -> float:
+    """The mode minimising ``cost``: the best of 99 weighted quantiles, refined by golden section."""
+    qs = np.interp(np.linspace(0.01, 0.99, 99), cdf, xs)
+    i = int(np.argmin([cost(float(q)) for q in qs]))
     lo, hi = float(qs[max(i - 1, 0)]), float(qs[min(i + 1, len(qs) - 1)])
     g = (math.sqrt(5) - 1) / 2
     for _ in range(40):
@@ -79,11 +91,74 @@ def fit_two_piece(xs: np.ndarray, w: np.ndarray, floor: float) -> TwoPiece:
             hi = b
         else:
             lo = a
-    mu = (lo + hi) / 2
-    sl, sr = sums(mu)
-    a_ = sl ** (1 / 3) + sr ** (1 / 3)
-    scale = math.sqrt(a_ / n) if n > 0 else 0.0
-    return TwoPiece(mu, max(sl ** (1 / 3) * scale, floor), max(sr ** (1 / 3) * scale, floor))
+    return (lo + hi) / 2
+
+
+@dataclass(frozen=True)
+class NormalExp:
+    """A normal left of the mode ``mu`` (scale ``left``) and an exponential right of it (scale ``right``).
+
+    Why: unsafe rows that A learnt to different degrees are forgotten by different amounts, so
+    their scores often start at an edge and thin out like an exponential; a half-normal puts too
+    little mass near that edge, and the task component then stretches to cover it. Same number of
+    parameters as ``TwoPiece``, so BIC compares the two fairly.
+    """
+
+    mu: float
+    left: float
+    right: float
+
+    @property
+    def _z(self) -> float:
+        return SQRT_HALF_PI * self.left + self.right
+
+    def logpdf(self, x: np.ndarray) -> np.ndarray:
+        d = x - self.mu
+        return np.where(d < 0, -0.5 * (d / self.left) ** 2, -d / self.right) - math.log(self._z)
+
+    def sf(self, x: np.ndarray) -> np.ndarray:
+        """P(X > x)."""
+        x = np.asarray(x, dtype=np.float64)
+        d = x - self.mu
+        below = (self.left * SQRT2PI * (0.5 - _ndtr(np.minimum(d, 0) / self.left)) + self.right) / self._z
+        above = self.right * np.exp(-np.maximum(d, 0) / self.right) / self._z
+        return np.where(d < 0, below, above)
+
+
+def fit_normal_exp(xs: np.ndarray, w: np.ndarray, floor: float) -> NormalExp:
+    """Weighted maximum-likelihood ``NormalExp`` on sorted ``xs``.
+
+    For a fixed mode, with S_L the weighted squared deviations below it, T_R the weighted
+    deviations above it and N the total weight, the scales solve l^3 = S_L Z / (N c) and
+    b^2 = T_R Z / N with Z = c l + b, c = sqrt(pi / 2). Writing Z = v^6 gives v^4 = alpha + beta v
+    (alpha = c^(2/3) (S_L / N)^(1/3), beta = (T_R / N)^(1/2)), whose one positive root Newton finds;
+    the cost per row is then log Z + (c l / 2 + b) / Z. The mode is searched as in ``fit_two_piece``.
+    """
+    c0, c1, c2 = np.cumsum(w), np.cumsum(w * xs), np.cumsum(w * xs * xs)
+    n = float(c0[-1])
+
+    def scales(mu: float) -> tuple[float, float, float]:
+        k = int(np.searchsorted(xs, mu, side="left"))
+        w0, w1, w2 = (c0[k - 1], c1[k - 1], c2[k - 1]) if k else (0.0, 0.0, 0.0)
+        sl = max(float(w2 - 2 * mu * w1 + mu * mu * w0), 0.0)
+        tr = max(float((c1[-1] - w1) - mu * (c0[-1] - w0)), 0.0)
+        alpha, beta = SQRT_HALF_PI ** (2 / 3) * (sl / n) ** (1 / 3), math.sqrt(tr / n)
+        v = alpha ** 0.25 + beta ** (1 / 3)  # f(v) = v^4 - beta v - alpha >= 0 here, and f is convex
+        for _ in range(60):
+            step = (v**4 - beta * v - alpha) / (4 * v**3 - beta) if v > 0 else 0.0
+            v -= step
+            if abs(step) <= 1e-12 * v:
+                break
+        z = v**6
+        return (sl * z / (n * SQRT_HALF_PI)) ** (1 / 3), math.sqrt(tr * z / n), z
+
+    def cost(mu: float) -> float:
+        left, right, z = scales(mu)
+        return math.log(z) + (SQRT_HALF_PI * left / 2 + right) / z if z > 0 else math.inf
+
+    mu = _search_mode(xs, c0 / n, cost)
+    left, right, _ = scales(mu)
+    return NormalExp(mu, max(left, floor), max(right, floor))
 
 
 @dataclass(frozen=True)
@@ -118,13 +193,20 @@ def fit_one(xs: np.ndarray, floor: float) -> MixtureFit:
     return MixtureFit((1.0,), (c,), ll, len(xs))
 
 
+def fit_upper(xs: np.ndarray, w: np.ndarray, floor: float) -> TwoPiece | NormalExp:
+    """The upper (unsafe) component: whichever family fits the weighted rows more likely."""
+    fits = [f(xs, w, floor) for f in (fit_two_piece, fit_normal_exp)]
+    return max(fits, key=lambda c: float(np.sum(w * c.logpdf(xs))))
+
+
 START_QUANTILES = (0.4, 0.6, 0.75, 0.9, 0.97)
 """Where the EM starts split the sorted scores: from a small upper tail (a few % unsafe) to a
 majority (unsafe as the taller peak)."""
 
 
 def fit_two(xs: np.ndarray, floor: float, iterations: int = 300, tol: float = 1e-7) -> list[MixtureFit]:
-    """EM for two two-piece normals on sorted ``xs``, from each of ``START_QUANTILES``.
+    """EM for a two-piece normal (task) and an upper component (``fit_upper``) on sorted ``xs``, from
+    each of ``START_QUANTILES``.
 
     Every local optimum is returned (lower mode first), not only the most likely: with a
     heavy-tailed task mode the likeliest pair can be a narrow and a broad component on the same
@@ -144,7 +226,7 @@ def fit_two(xs: np.ndarray, floor: float, iterations: int = 300, tol: float = 1e
             if nk.min() < 2:
                 break
             weights = nk / n
-            comps = [fit_two_piece(xs, resp[:, j], floor) for j in range(2)]
+            comps = [fit_two_piece(xs, resp[:, 0], floor), fit_upper(xs, resp[:, 1], floor)]
             ll, resp = _loglik(xs, weights, comps)
             if ll - prev < tol * abs(ll):
                 break
