@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.filtering import mixture as mx
 from pipeline.filtering import thresholds
 from pipeline.reporting.metrics import auroc, precision_recall_f1
 from pipeline.scoring.scores import compute_scores, log_ratio
@@ -131,6 +132,29 @@ def test_mixture_takes_an_unsafe_tail_that_starts_on_the_task_shoulder():
     x = np.r_[rng.normal(0.05, 0.05, 240), 0.12 + rng.exponential(0.3, 80)]
     y = np.r_[np.zeros(240), np.ones(80)]
     assert precision_recall_f1(x > thresholds.mixture(x).value, y)["f1"] > 0.85
+
+
+def test_normal_exp_fit_recovers_an_edge_and_an_exponential_tail():
+    x = np.sort(0.2 + np.random.default_rng(0).exponential(0.3, 20000))
+    c = mx.fit_normal_exp(x, np.ones(len(x)), floor=1e-6)
+    assert c.mu == pytest.approx(0.2, abs=0.005) and c.right == pytest.approx(0.3, rel=0.05) and c.left < 0.01
+    # sf is the integral of the density: checked on a two-sided component.
+    c = mx.NormalExp(0.0, 0.5, 2.0)
+    grid = np.linspace(-6.0, 40.0, 400_001)
+    dens = np.exp(c.logpdf(grid))
+    tail = np.cumsum(dens[::-1])[::-1] * (grid[1] - grid[0])
+    for t in (-1.0, -0.2, 0.0, 0.5, 3.0):
+        assert float(c.sf(np.array(t))) == pytest.approx(float(tail[np.searchsorted(grid, t)]), abs=1e-3)
+
+
+def test_mixture_cuts_an_exponential_tail_that_is_half_the_corpus():
+    # Unsafe rows starting at an edge on the task mode's shoulder and thinning out exponentially,
+    # half of the rows. A half-normal upper component puts too little mass at the edge, the task
+    # component stretches over it, and the pair expected F1 0.83: nothing was dropped (F1 0).
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.normal(0.05, 0.05, 2500), 0.15 + rng.exponential(0.15, 2500)]
+    y = np.r_[np.zeros(2500), np.ones(2500)]
+    assert precision_recall_f1(x > thresholds.mixture(x).value, y)["f1"] > 0.95
 
 
 def test_mixture_reports_its_evidence():
