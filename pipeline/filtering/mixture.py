@@ -49,6 +49,30 @@ class TwoPiece:
         return np.where(x < self.mu, below, above)
 
 
+class _Deviations:
+    """Weighted deviations of sorted ``xs`` from a candidate mode, from cumulative sums: O(log n) each.
+
+    Both component fits profile their scales out for a fixed mode and need these sums at every
+    candidate the mode search tries.
+    """
+
+    def __init__(self, xs: np.ndarray, w: np.ndarray) -> None:
+        self.xs = xs
+        self.c0, self.c1, self.c2 = np.cumsum(w), np.cumsum(w * xs), np.cumsum(w * xs * xs)
+        self.n = float(self.c0[-1])
+        self.cdf = self.c0 / self.n
+
+    def at(self, mu: float) -> tuple[float, float, float]:
+        """(squared deviations below ``mu``, squared deviations above it, deviations above it)."""
+        c0, c1, c2 = self.c0, self.c1, self.c2
+        k = int(np.searchsorted(self.xs, mu, side="left"))
+        w0, w1, w2 = (c0[k - 1], c1[k - 1], c2[k - 1]) if k else (0.0, 0.0, 0.0)
+        below = w2 - 2 * mu * w1 + mu * mu * w0
+        above = (c2[-1] - w2) - 2 * mu * (c1[-1] - w1) + mu * mu * (c0[-1] - w0)
+        linear_above = (c1[-1] - w1) - mu * (c0[-1] - w0)
+        return max(float(below), 0.0), max(float(above), 0.0), max(float(linear_above), 0.0)
+
+
 def fit_two_piece(xs: np.ndarray, w: np.ndarray, floor: float) -> TwoPiece:
     """Weighted maximum-likelihood two-piece normal on sorted ``xs``.
 
@@ -58,24 +82,16 @@ def fit_two_piece(xs: np.ndarray, w: np.ndarray, floor: float) -> TwoPiece:
     the one that minimises A. S_L and S_R come from cumulative sums, so each candidate costs
     O(log n); a grid over the weighted quantiles, then golden-section refinement, finds it.
     """
-    c0, c1, c2 = np.cumsum(w), np.cumsum(w * xs), np.cumsum(w * xs * xs)
-    n = float(c0[-1])
-
-    def sums(mu: float) -> tuple[float, float]:
-        k = int(np.searchsorted(xs, mu, side="left"))
-        w0, w1, w2 = (c0[k - 1], c1[k - 1], c2[k - 1]) if k else (0.0, 0.0, 0.0)
-        left = w2 - 2 * mu * w1 + mu * mu * w0
-        right = (c2[-1] - w2) - 2 * mu * (c1[-1] - w1) + mu * mu * (c0[-1] - w0)
-        return max(float(left), 0.0), max(float(right), 0.0)
+    dev = _Deviations(xs, w)
 
     def cost(mu: float) -> float:
-        sl, sr = sums(mu)
+        sl, sr, _ = dev.at(mu)
         return sl ** (1 / 3) + sr ** (1 / 3)
 
-    mu = _search_mode(xs, c0 / n, cost)
-    sl, sr = sums(mu)
+    mu = _search_mode(xs, dev.cdf, cost)
+    sl, sr, _ = dev.at(mu)
     a_ = sl ** (1 / 3) + sr ** (1 / 3)
-    scale = math.sqrt(a_ / n) if n > 0 else 0.0
+    scale = math.sqrt(a_ / dev.n) if dev.n > 0 else 0.0
     return TwoPiece(mu, max(sl ** (1 / 3) * scale, floor), max(sr ** (1 / 3) * scale, floor))
 
 
@@ -134,14 +150,11 @@ def fit_normal_exp(xs: np.ndarray, w: np.ndarray, floor: float) -> NormalExp:
     (alpha = c^(2/3) (S_L / N)^(1/3), beta = (T_R / N)^(1/2)), whose one positive root Newton finds;
     the cost per row is then log Z + (c l / 2 + b) / Z. The mode is searched as in ``fit_two_piece``.
     """
-    c0, c1, c2 = np.cumsum(w), np.cumsum(w * xs), np.cumsum(w * xs * xs)
-    n = float(c0[-1])
+    dev = _Deviations(xs, w)
+    n = dev.n
 
     def scales(mu: float) -> tuple[float, float, float]:
-        k = int(np.searchsorted(xs, mu, side="left"))
-        w0, w1, w2 = (c0[k - 1], c1[k - 1], c2[k - 1]) if k else (0.0, 0.0, 0.0)
-        sl = max(float(w2 - 2 * mu * w1 + mu * mu * w0), 0.0)
-        tr = max(float((c1[-1] - w1) - mu * (c0[-1] - w0)), 0.0)
+        sl, _, tr = dev.at(mu)
         alpha, beta = SQRT_HALF_PI ** (2 / 3) * (sl / n) ** (1 / 3), math.sqrt(tr / n)
         v = alpha ** 0.25 + beta ** (1 / 3)  # f(v) = v^4 - beta v - alpha >= 0 here, and f is convex
         for _ in range(60):
@@ -156,7 +169,7 @@ def fit_normal_exp(xs: np.ndarray, w: np.ndarray, floor: float) -> NormalExp:
         left, right, z = scales(mu)
         return math.log(z) + (SQRT_HALF_PI * left / 2 + right) / z if z > 0 else math.inf
 
-    mu = _search_mode(xs, c0 / n, cost)
+    mu = _search_mode(xs, dev.cdf, cost)
     left, right, _ = scales(mu)
     return NormalExp(mu, max(left, floor), max(right, floor))
 
