@@ -192,7 +192,7 @@ class MixtureFit:
         return -2 * self.loglik + self.n_params * math.log(self.n)
 
 
-def _loglik(xs: np.ndarray, weights: np.ndarray, comps: list[TwoPiece | NormalExp]) -> tuple[float, np.ndarray]:
+def _loglik(xs: np.ndarray, weights: np.ndarray, comps: list[TwoPiece]) -> tuple[float, np.ndarray]:
     logp = np.stack([math.log(max(wk, 1e-300)) + c.logpdf(xs) for wk, c in zip(weights, comps)], axis=1)
     top = logp.max(axis=1, keepdims=True)
     ll_rows = top[:, 0] + np.log(np.exp(logp - top).sum(axis=1))
@@ -217,50 +217,38 @@ START_QUANTILES = (0.4, 0.6, 0.75, 0.9, 0.97)
 majority (unsafe as the taller peak)."""
 
 
-UPPER_FITS = (fit_upper, fit_two_piece)
-"""EM runs from every start twice: with the upper family free (``fit_upper``) and held to a
-two-piece normal. The free run can be drawn into a local optimum the held one avoids: an
-exponential whose edge sits inside the task mode takes the mode's right half, and the pair is
-then not separable (an exponential tail of 5% at 5,000 rows: F1 0.76 from the free runs alone,
-0.99 with the held ones). The held runs only add candidates; the caller still takes the likeliest
-admissible one, so a set where the free family fits better keeps its fit."""
-
-
 def fit_two(xs: np.ndarray, floor: float, iterations: int = 300, tol: float = 1e-7) -> list[MixtureFit]:
-    """EM for a two-piece normal (task) and an upper component on sorted ``xs``, from each of
-    ``START_QUANTILES`` with each of ``UPPER_FITS``.
+    """EM for a two-piece normal (task) and an upper component (``fit_upper``) on sorted ``xs``, from
+    each of ``START_QUANTILES``.
 
     Every local optimum is returned (lower mode first), not only the most likely: with a
     heavy-tailed task mode the likeliest pair can be a narrow and a broad component on the same
     mode, and the caller wants the likeliest pair that is a task mode *and a separate upper one*.
     """
-    fits = (_em(xs, floor, int(q * len(xs)), upper, iterations, tol) for upper in UPPER_FITS for q in START_QUANTILES)
-    return [f for f in fits if f is not None]
-
-
-def _em(xs: np.ndarray, floor: float, split: int, upper: Callable[[np.ndarray, np.ndarray, float], TwoPiece | NormalExp],
-        iterations: int, tol: float) -> MixtureFit | None:
-    """One EM run from the hard split of the sorted ``xs`` at ``split``; None when a component empties."""
     n = len(xs)
-    if min(split, n - split) < 2:
-        return None
-    resp = np.zeros((n, 2))
-    resp[:split, 0], resp[split:, 1] = 1.0, 1.0
-    prev = -math.inf
-    for _ in range(iterations):
-        nk = resp.sum(axis=0)
-        if nk.min() < 2:
-            break
-        weights = nk / n
-        comps = [fit_two_piece(xs, resp[:, 0], floor), upper(xs, resp[:, 1], floor)]
-        ll, resp = _loglik(xs, weights, comps)
-        if ll - prev < tol * abs(ll):
-            break
-        prev = ll
-    if resp.sum(axis=0).min() < 2:
-        return None
-    order = sorted(range(2), key=lambda j: comps[j].mu)
-    return MixtureFit(tuple(float(weights[j]) for j in order), tuple(comps[j] for j in order), ll, n)
+    fits = []
+    for q in START_QUANTILES:
+        split = int(q * n)
+        if min(split, n - split) < 2:
+            continue
+        resp = np.zeros((n, 2))
+        resp[:split, 0], resp[split:, 1] = 1.0, 1.0
+        prev = -math.inf
+        for _ in range(iterations):
+            nk = resp.sum(axis=0)
+            if nk.min() < 2:
+                break
+            weights = nk / n
+            comps = [fit_two_piece(xs, resp[:, 0], floor), fit_upper(xs, resp[:, 1], floor)]
+            ll, resp = _loglik(xs, weights, comps)
+            if ll - prev < tol * abs(ll):
+                break
+            prev = ll
+        if resp.sum(axis=0).min() < 2:
+            continue
+        order = sorted(range(2), key=lambda j: comps[j].mu)
+        fits.append(MixtureFit(tuple(float(weights[j]) for j in order), tuple(comps[j] for j in order), ll, n))
+    return fits
 
 
 def sample_sorted(x: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -157,16 +157,6 @@ def test_mixture_cuts_an_exponential_tail_that_is_half_the_corpus():
     assert precision_recall_f1(x > thresholds.mixture(x).value, y)["f1"] > 0.95
 
 
-def test_mixture_finds_an_exponential_tail_that_free_em_runs_miss():
-    # 5% unsafe rows trailing off from an edge right of a normal task mode. EM with the upper family
-    # free stops with an exponential edge inside the task mode (not separable) or far out on the
-    # tail; only the runs held to a two-piece normal find the tail's start (F1 0.76 -> 0.99).
-    rng = np.random.default_rng(0)
-    x = np.r_[rng.normal(0.05, 0.05, 4750), 0.2 + rng.exponential(0.3, 250)]
-    y = np.r_[np.zeros(4750), np.ones(250)]
-    assert precision_recall_f1(x > thresholds.mixture(x).value, y)["f1"] > 0.95
-
-
 def test_mixture_reports_its_evidence():
     x, y = _task_and_unsafe(np.random.default_rng(7).normal(0.8, 0.1, 60))
     ev = thresholds.mixture(x).evidence
