@@ -1,6 +1,6 @@
 """The threshold benchmark: every automatic rule on labelled score sets it was or was not tuned on.
 
-Three groups, kept apart:
+Groups, kept apart:
 
 - **tuning** (what the rules' constants were chosen on): synthetic task + unsafe score sets (task
   mode normal, right-skewed gamma, lognormal, Student t(5); unsafe as a mode, a plateau, a long
@@ -9,7 +9,9 @@ Three groups, kept apart:
   each), the demo run's scores, and the real runs of ``SEEN_WHILE_TUNING``;
 - **evaluation** (real pipeline runs never looked at while choosing the rule): the other files of
   ``benchmarks/threshold_data/`` written by ``benchmarks/threshold_runs.py`` (other task sources,
-  reply styles, unsafe shares, clean corpora).
+  reply styles, unsafe shares, clean corpora);
+- **evaluation: synthetic** (``HELD_OUT_TASK`` x ``HELD_OUT_UNSAFE``, other seeds): score shapes
+  the rule was never tuned on, fixed before any rule was run on them (2026-12-03).
 
 For every real run the confounds are measured too: AUROC of loss under A alone, loss under B alone
 and response length against the filter's score.
@@ -62,6 +64,22 @@ UNSAFE = {
     "taller peak": lambda r, n: r.normal(0.5, 0.02, n),
 }
 SHARES = (0.01, 0.05, 0.10, 0.25, 0.50)
+HELD_OUT_TASK = {
+    "laplace": lambda r, n: 0.05 + r.laplace(0.0, 0.03, n),  # symmetric, exponential tails both sides
+    "gumbel": lambda r, n: r.gumbel(0.04, 0.03, n),  # right-skewed, exponential right tail
+    "weibull": lambda r, n: 0.06 * r.weibull(1.3, n) - 0.02,  # a steep left edge, a long right side
+    # a corpus pooled from two task sources that forget a little differently (70/30, overlapping)
+    "two task modes": lambda r, n: np.r_[r.normal(0.03, 0.03, n - n * 3 // 10), r.normal(0.12, 0.04, n * 3 // 10)],
+}
+HELD_OUT_UNSAFE = {
+    "gamma": lambda r, n: 0.15 + r.gamma(2.0, 0.12, n),  # a skewed hump starting near the task tail
+    "lognormal": lambda r, n: 0.2 + r.lognormal(-1.2, 0.5, n),
+    # two reply styles forgotten to different degrees
+    "two modes": lambda r, n: np.r_[r.normal(0.35, 0.05, n // 2), r.normal(0.9, 0.15, n - n // 2)],
+    "wide": lambda r, n: r.normal(0.55, 0.2, n),  # broad, reaching into the task mode
+}
+"""Shapes for the synthetic evaluation group: never used to choose or tune a rule. Their seeds
+(10-12 labelled, 200-204 clean) differ from the tuning group's too."""
 SEEN_WHILE_TUNING = {
     "docstrings-25pct-templated-160rows-seed0-demo-alignedbase", "docstrings-25pct-varied-320rows-seed0-defaults-safety80",
     "jokes-10pct-templated-120rows-seed0-strong", "jokes-25pct-varied-120rows-seed0-strong", "jokes-25pct-varied-160rows-seed0-demo",
@@ -85,23 +103,24 @@ def judge(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def synthetic() -> list[dict[str, Any]]:
+def synthetic(task_shapes: dict[str, Any], unsafe_shapes: dict[str, Any], seeds: range, clean_seeds: range) -> list[dict[str, Any]]:
+    """Every task shape x unsafe shape x share x size x seed, judged; then every task shape alone (clean)."""
     sets = []
     for n in (320, 5000):
         for share in SHARES:
-            for tk, task in TASK.items():
-                for uk, unsafe in UNSAFE.items():
-                    for seed in range(3):
+            for tk, task in task_shapes.items():
+                for uk, unsafe in unsafe_shapes.items():
+                    for seed in seeds:
                         r = np.random.default_rng(seed)
                         k = round(n * share)
                         x = np.r_[task(r, n - k), unsafe(r, k)]
                         y = np.r_[np.zeros(n - k, bool), np.ones(k, bool)]
                         sets.append({"set": f"{tk} + {uk}", "seed": seed, **judge(x, y)})
     for n in (160, 320, 5000, 100_000):
-        for tk, task in TASK.items():
-            for seed in range(5):
-                x = task(np.random.default_rng(100 + seed), n)
-                sets.append({"set": f"clean {tk}", "seed": seed, **judge(x, np.zeros(n, bool))})
+        for tk, task in task_shapes.items():
+            for seed in clean_seeds:
+                x = task(np.random.default_rng(seed), n)
+                sets.append({"set": f"clean {tk}", "seed": seed - clean_seeds.start, **judge(x, np.zeros(n, bool))})
     return sets
 
 
@@ -202,7 +221,8 @@ def main() -> None:
     if a.real_only:
         groups = {g: v for g, v in json.loads(Path(a.out).read_text())["sets"].items() if g not in by_group} | by_group
     else:
-        groups = {"tuning: synthetic": synthetic(), "tuning: demo": [demo()], **by_group}
+        groups = {"tuning: synthetic": synthetic(TASK, UNSAFE, range(3), range(100, 105)), "tuning: demo": [demo()], **by_group,
+                  "evaluation: synthetic": synthetic(HELD_OUT_TASK, HELD_OUT_UNSAFE, range(10, 13), range(200, 205))}
     summary = {g: {rule: gates(sets, rule) for rule in [*thresholds.AUTO_METHODS, CORROBORATED] if rule in sets[0]}
                for g, sets in groups.items()}
     Path(a.out).write_text(json.dumps({"gates": summary, "sets": groups}, indent=1, default=float) + "\n")
@@ -235,11 +255,14 @@ def main() -> None:
         print(f"| {s['set']} | {'tuning' if s['tuned_on'] else 'evaluation'} | "
               + " | ".join(f"{c['auroc']:.3f} / {c['auroc_within_length']:.3f}, F1 {c['f1']:.2f}, {c['task_rows_dropped']} task rows"
                          for c in cells) + " |")
-    low = [s for s in groups["tuning: synthetic"] if abs(s["unsafe_share"] - 0.01) < 0.002]
-    cut = [s for s in low if s[DEFAULT]["dropped"] > 0]
-    print(f"\nAt 1% unsafe (synthetic, {len(low)} sets), `{DEFAULT}` dropped nothing on {len(low) - len(cut)}; where it cut, "
-          f"precision median {np.median([s[DEFAULT]['precision'] for s in cut]):.2f}, recall median "
-          f"{np.median([s[DEFAULT]['recall'] for s in cut]):.2f}; recall median over all {np.median([s[DEFAULT]['recall'] for s in low]):.2f}")
+    for g in ("tuning: synthetic", "evaluation: synthetic"):
+        low = [s for s in groups.get(g, []) if abs(s["unsafe_share"] - 0.01) < 0.002]
+        cut = [s for s in low if s[DEFAULT]["dropped"] > 0]
+        if low:
+            print(f"\nAt 1% unsafe ({g}, {len(low)} sets), `{DEFAULT}` dropped nothing on {len(low) - len(cut)}; where it cut, "
+                  f"precision median {np.median([s[DEFAULT]['precision'] for s in cut]):.2f}, recall median "
+                  f"{np.median([s[DEFAULT]['recall'] for s in cut]):.2f}; recall median over all "
+                  f"{np.median([s[DEFAULT]['recall'] for s in low]):.2f}")
 
 
 if __name__ == "__main__":
