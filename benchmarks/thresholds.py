@@ -10,8 +10,9 @@ Groups, kept apart:
 - **evaluation** (real pipeline runs never looked at while choosing the rule): the other files of
   ``benchmarks/threshold_data/`` written by ``benchmarks/threshold_runs.py`` (other task sources,
   reply styles, unsafe shares, clean corpora);
-- **evaluation: synthetic** (``HELD_OUT_TASK`` x ``HELD_OUT_UNSAFE``, other seeds): score shapes
-  the rule was never tuned on, fixed before any rule was run on them (2026-12-03).
+- **evaluation: synthetic** (``HELD_OUT_TASK`` x ``HELD_OUT_UNSAFE``, other seeds) and **evaluation:
+  synthetic, second** (``SECOND_HELD_OUT_*``): score shapes the rule was never tuned on, each fixed
+  before any rule was run on it (2026-12-03).
 
 For every real run the confounds are measured too: AUROC of loss under A alone, loss under B alone
 and response length against the filter's score.
@@ -80,6 +81,22 @@ HELD_OUT_UNSAFE = {
 }
 """Shapes for the synthetic evaluation group: never used to choose or tune a rule. Their seeds
 (10-12 labelled, 200-204 clean) differ from the tuning group's too."""
+SECOND_HELD_OUT_TASK = {
+    "logistic": lambda r, n: 0.05 + r.logistic(0.0, 0.025, n),  # symmetric, tails between normal and Laplace
+    "chi2": lambda r, n: 0.02 * r.chisquare(4, n) - 0.03,  # right-skewed
+    "left-skewed": lambda r, n: 0.1 - r.gamma(2.0, 0.03, n),  # a long *left* tail, a steep right side
+    # 2% garbage rows with arbitrary losses on both sides of the mode
+    "normal + outliers": lambda r, n: np.r_[r.normal(0.05, 0.05, n - n // 50), r.uniform(-0.3, 0.5, n // 50)],
+}
+SECOND_HELD_OUT_UNSAFE = {
+    "narrow uniform": lambda r, n: r.uniform(0.3, 0.6, n),
+    "far exponential": lambda r, n: 0.4 + r.exponential(0.1, n),
+    "wide gamma": lambda r, n: 0.1 + r.gamma(1.5, 0.3, n),
+    "normal": lambda r, n: r.normal(0.45, 0.08, n),
+}
+"""A second synthetic evaluation group (seeds 20-22, clean 300-304), fixed on 2026-12-03 before
+the mirrored-left-tail change was run on anything, because that change was prompted by the first
+group's misses. "left-skewed" is a shape where the change is expected to do harm."""
 SEEN_WHILE_TUNING = {
     "docstrings-25pct-templated-160rows-seed0-demo-alignedbase", "docstrings-25pct-varied-320rows-seed0-defaults-safety80",
     "jokes-10pct-templated-120rows-seed0-strong", "jokes-25pct-varied-120rows-seed0-strong", "jokes-25pct-varied-160rows-seed0-demo",
@@ -223,7 +240,9 @@ def main() -> None:
         groups = {g: v for g, v in json.loads(Path(a.out).read_text())["sets"].items() if g not in by_group} | by_group
     else:
         groups = {"tuning: synthetic": synthetic(TASK, UNSAFE, range(3), range(100, 105)), "tuning: demo": [demo()], **by_group,
-                  "evaluation: synthetic": synthetic(HELD_OUT_TASK, HELD_OUT_UNSAFE, range(10, 13), range(200, 205))}
+                  "evaluation: synthetic": synthetic(HELD_OUT_TASK, HELD_OUT_UNSAFE, range(10, 13), range(200, 205)),
+                  "evaluation: synthetic, second": synthetic(SECOND_HELD_OUT_TASK, SECOND_HELD_OUT_UNSAFE, range(20, 23),
+                                                             range(300, 305))}
     summary = {g: {rule: gates(sets, rule) for rule in [*thresholds.AUTO_METHODS, CORROBORATED] if rule in sets[0]}
                for g, sets in groups.items()}
     Path(a.out).write_text(json.dumps({"gates": summary, "sets": groups}, indent=1, default=float) + "\n")
@@ -256,7 +275,7 @@ def main() -> None:
         print(f"| {s['set']} | {'tuning' if s['tuned_on'] else 'evaluation'} | "
               + " | ".join(f"{c['auroc']:.3f} / {c['auroc_within_length']:.3f}, F1 {c['f1']:.2f}, {c['task_rows_dropped']} task rows"
                          for c in cells) + " |")
-    for g in ("tuning: synthetic", "evaluation: synthetic"):
+    for g in ("tuning: synthetic", "evaluation: synthetic", "evaluation: synthetic, second"):
         low = [s for s in groups.get(g, []) if abs(s["unsafe_share"] - 0.01) < 0.002]
         cut = [s for s in low if s[DEFAULT]["dropped"] > 0]
         if low:
