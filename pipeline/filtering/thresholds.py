@@ -334,31 +334,16 @@ def separability(expected: dict[str, float]) -> float:
     return min(expected["expected_f1"], expected["expected_task_f1"])
 
 
-def mirrored_task_share(xs: np.ndarray, null: mx.TwoPiece, t: np.ndarray) -> np.ndarray:
-    """Share of rows above each cut ``t`` that the task mode's own *left* tail says are task rows.
-
-    A cut z right scales above the task mode is mirrored to z left scales below it, and the rows
-    there are counted (``xs`` sorted). Why: forgetting moves rows right, never left, so the left
-    tail is task rows only, and a task mode whose tails are heavier than a two-piece normal's
-    (Laplace, Student t, a few garbage rows) shows it there. Its right tail is taken to be at
-    least as heavy, in scale units, as its left one.
-    """
-    mirror = null.mu - (t - null.mu) * (null.left / null.right)
-    return np.searchsorted(xs, mirror, side="left") / len(xs)
-
-
-def expected_f1_cut(m: mx.MixtureFit, xs: np.ndarray, n: int, hi: float) -> tuple[float, dict[str, float]]:
+def expected_f1_cut(m: mx.MixtureFit, n: int, hi: float) -> tuple[float, dict[str, float]]:
     """The cut between the task mode and ``hi`` that maximises the F1 the fitted mixture expects.
 
     Under the fit, cutting at t drops pi1 * n * sf1(t) unsafe rows and pi0 * n * sf0(t) task rows,
-    or more task rows where the mirrored left tail of the sorted scores ``xs`` holds more
-    (``mirrored_task_share``); so expected precision, recall and F1 are closed-form, and the best of
-    1024 candidates is taken. The task rows' F1 at that cut (kept rows as the positive class) is
-    returned beside it.
+    so expected precision, recall and F1 are closed-form; the best of 1024 candidates is taken.
+    The task rows' F1 at that cut (kept rows as the positive class) is returned beside it.
     """
     (p0, p1), (null, unsafe) = m.weights, m.components
     t = np.linspace(null.mu, max(hi, null.mu), 1024)
-    tp, fp = p1 * unsafe.sf(t), np.minimum(np.maximum(p0 * null.sf(t), mirrored_task_share(xs, null, t)), p0)
+    tp, fp = p1 * unsafe.sf(t), p0 * null.sf(t)
     f1 = 2 * tp / np.maximum(tp + fp + p1, 1e-300)
     i = int(np.argmax(f1))
     precision = float(tp[i] / max(tp[i] + fp[i], 1e-300))
@@ -388,7 +373,7 @@ def mixture(scores: np.ndarray) -> Threshold:
     floor = 1e-3 * robust_spread(xs)
     right = [m for m in mx.fit_two(xs, floor) if float(m.components[1].sf(np.array(m.components[0].mu))) >= RIGHT_MASS_MIN
              and m.components[1].mu - m.components[0].mu >= MODE_GAP_MIN * m.components[0].left]
-    cuts = [(m, *expected_f1_cut(m, xs, n_all, float(xs[-1]))) for m in right]
+    cuts = [(m, *expected_f1_cut(m, n_all, float(xs[-1]))) for m in right]
     separable = [c for c in cuts if separability(c[2]) >= EXPECTED_F1_MIN]
     if not separable:
         f1 = max((separability(c[2]) for c in cuts), default=0.0)
