@@ -95,7 +95,7 @@ SECOND_HELD_OUT_UNSAFE = {
     "normal": lambda r, n: r.normal(0.45, 0.08, n),
 }
 """A second synthetic evaluation group (seeds 20-22, clean 300-304), fixed on 2026-12-03 before
-the mirrored-left-tail change was run on anything, because that change was prompted by the first
+the mirrored-left-tail change (reverted: RESULTS.md) was run on anything, because it was prompted by the first
 group's misses. "left-skewed" is a shape where the change is expected to do harm."""
 SEEN_WHILE_TUNING = {
     "docstrings-25pct-templated-160rows-seed0-demo-alignedbase", "docstrings-25pct-varied-320rows-seed0-defaults-safety80",
