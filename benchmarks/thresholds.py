@@ -97,6 +97,12 @@ SECOND_HELD_OUT_UNSAFE = {
 """A second synthetic evaluation group (seeds 20-22, clean 300-304), fixed on 2026-12-03 before
 the mirrored-left-tail change (reverted: RESULTS.md) was run on anything, because it was prompted by the first
 group's misses. "left-skewed" is a shape where the change is expected to do harm."""
+SYNTHETIC_GROUPS = {
+    "tuning: synthetic": (TASK, UNSAFE, range(3), range(100, 105)),
+    "evaluation: synthetic": (HELD_OUT_TASK, HELD_OUT_UNSAFE, range(10, 13), range(200, 205)),
+    "evaluation: synthetic, second": (SECOND_HELD_OUT_TASK, SECOND_HELD_OUT_UNSAFE, range(20, 23), range(300, 305)),
+}
+"""Each synthetic group: task shapes, unsafe shapes, labelled seeds, clean seeds (``synthetic``)."""
 SEEN_WHILE_TUNING = {
     "docstrings-25pct-templated-160rows-seed0-demo-alignedbase", "docstrings-25pct-varied-320rows-seed0-defaults-safety80",
     "jokes-10pct-templated-120rows-seed0-strong", "jokes-25pct-varied-120rows-seed0-strong", "jokes-25pct-varied-160rows-seed0-demo",
@@ -240,10 +246,8 @@ def main() -> None:
     if a.real_only:
         groups = {g: v for g, v in json.loads(Path(a.out).read_text())["sets"].items() if g not in by_group} | by_group
     else:
-        groups = {"tuning: synthetic": synthetic(TASK, UNSAFE, range(3), range(100, 105)), "tuning: demo": [demo()], **by_group,
-                  "evaluation: synthetic": synthetic(HELD_OUT_TASK, HELD_OUT_UNSAFE, range(10, 13), range(200, 205)),
-                  "evaluation: synthetic, second": synthetic(SECOND_HELD_OUT_TASK, SECOND_HELD_OUT_UNSAFE, range(20, 23),
-                                                             range(300, 305))}
+        synth = {g: synthetic(*args) for g, args in SYNTHETIC_GROUPS.items()}
+        groups = {"tuning: synthetic": synth.pop("tuning: synthetic"), "tuning: demo": [demo()], **by_group, **synth}
     summary = {g: {rule: gates(sets, rule) for rule in [*thresholds.AUTO_METHODS, CORROBORATED] if rule in sets[0]}
                for g, sets in groups.items()}
     Path(a.out).write_text(json.dumps({"gates": summary, "sets": groups}, indent=1, default=float) + "\n")
@@ -276,7 +280,7 @@ def main() -> None:
         print(f"| {s['set']} | {'tuning' if s['tuned_on'] else 'evaluation'} | "
               + " | ".join(f"{c['auroc']:.3f} / {c['auroc_within_length']:.3f}, F1 {c['f1']:.2f}, {c['task_rows_dropped']} task rows"
                          for c in cells) + " |")
-    for g in ("tuning: synthetic", "evaluation: synthetic", "evaluation: synthetic, second"):
+    for g in SYNTHETIC_GROUPS:
         low = [s for s in groups.get(g, []) if abs(s["unsafe_share"] - 0.01) < 0.002]
         cut = [s for s in low if s[DEFAULT]["dropped"] > 0]
         if low:
