@@ -20,6 +20,7 @@ signal that held. Each run's per-row numbers go to ``RUN_DIR/refusal_probe.json`
 ``benchmarks/refusal_probe/``).
 
     python benchmarks/score_probes.py [--probe tokens|refusal] RUN_DIR [RUN_DIR ...]   # RUN_DIR: --work/<run name>
+    python benchmarks/score_probes.py --backfill RUN_DIR ...   # refusal_probe.json -> threshold_data/, as `refusal`
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from pipeline.filtering.thresholds import mixture  # noqa: E402
 from pipeline.models.loading import load_model, load_tokenizer, resolve_model  # noqa: E402
 from pipeline.models.response_lm import ResponseLM  # noqa: E402
 from pipeline.reporting.metrics import auroc, precision_recall_f1  # noqa: E402
-from pipeline.scoring.scores import delta, log_ratio  # noqa: E402
+from pipeline.scoring.scores import REFUSAL, delta, log_ratio  # noqa: E402
 from pipeline.text.formatting import collate, encode_batch, token_budget_batches  # noqa: E402
 from pipeline.training.deepspeed_config import warmup_linear  # noqa: E402
 
@@ -145,6 +146,21 @@ def refusal_probe(run: Path) -> dict[str, float]:
     return out
 
 
+def backfill(run: Path) -> None:
+    """Write a probed run's B refusal likelihoods into its ``threshold_data`` file as the ``refusal``
+    score, for runs made before the score stage wrote it (the probe picks its 4 refusals with its own
+    seed, so the values differ a little from the pipeline's)."""
+    probe = json.loads((run / "refusal_probe.json").read_text())
+    ids = _tables(run)[0].column("id").to_pylist()
+    by_id = dict(zip(ids, (-np.array(probe["refusal_nll_b"])).tolist()))
+    dest = Path(__file__).resolve().parent / "threshold_data" / f"{run.name}.json"
+    data = json.loads(dest.read_text())
+    for r in data["rows"]:
+        r[REFUSAL] = by_id[r["id"]]
+    data["refusal_from"] = "python benchmarks/score_probes.py --probe refusal"
+    dest.write_text(json.dumps(data, indent=None) + "\n", encoding="utf-8")
+
+
 def _tables(run: Path) -> tuple[pa.Table, pa.Table, np.ndarray]:
     """A kept run's tokenised corpus and safety set (as the pipeline ingested them), and the corpus labels."""
     corpus = pq.read_table(next((run / "out" / "work" / "ingest").glob("*.parquet")))
@@ -171,7 +187,13 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--probe", choices=("tokens", "refusal"), default="tokens")
+    ap.add_argument("--backfill", action="store_true", help="no model pass: write each run's refusal_probe.json into "
+                    "threshold_data/ as the `refusal` score")
     a = ap.parse_args()
+    if a.backfill:
+        for run in a.runs:
+            backfill(run)
+        return
     torch.set_num_threads(a.threads)
     results = {run.name: (probe if a.probe == "tokens" else refusal_probe)(run) for run in a.runs}
     names = list(next(iter(results.values())))
