@@ -27,6 +27,7 @@ sys.path.insert(0, str(HERE.parent))
 from corpora import build  # noqa: E402
 
 from pipeline import columns as col  # noqa: E402
+from pipeline.scoring.scores import REFUSAL  # noqa: E402
 
 DATA = HERE / "threshold_data"
 
@@ -59,11 +60,13 @@ def keep_scores(out_dir: Path, corpus: Path, dest: Path, meta: dict) -> None:
     t = pq.read_table(out_dir / "work" / "scores")
     by_id = {json.loads(ln)["id"]: json.loads(ln) for ln in corpus.read_text(encoding="utf-8").splitlines()}
     rows = []
-    for r in t.select(["id", col.LOSS_A, col.LOSS_B, col.N_RESPONSE_TOKENS]).to_pylist():
+    refusal = col.score_column(REFUSAL)
+    names = ["id", col.LOSS_A, col.LOSS_B, col.N_RESPONSE_TOKENS] + ([refusal] if refusal in t.column_names else [])
+    for r in t.select(names).to_pylist():
         src = by_id[r["id"]]
         rows.append({"id": r["id"], "label": src["label"], "style": src["source"].split(":")[-1] if src["label"] else "task",
                      "loss_a": r[col.LOSS_A], "loss_b": r[col.LOSS_B], "n_tokens": r[col.N_RESPONSE_TOKENS],
-                     "words": len(src["response"].split())})
+                     "words": len(src["response"].split())} | ({REFUSAL: r[refusal]} if refusal in r else {}))
     dest.write_text(json.dumps({**meta, "rows": rows}, indent=None) + "\n", encoding="utf-8")
 
 

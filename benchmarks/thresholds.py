@@ -38,7 +38,7 @@ import numpy as np
 from pipeline.config import Config, ScoringConfig
 from pipeline.filtering import thresholds
 from pipeline.reporting.metrics import auroc, precision_recall_f1
-from pipeline.scoring.scores import SCORES
+from pipeline.scoring.scores import REFUSAL, SCORES
 from pipeline.stages.filter import choose_threshold, corroborating_scores
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -172,7 +172,9 @@ def corroborated(scores: dict[str, np.ndarray], y: np.ndarray) -> dict[str, floa
     form of ``judge``'s rule results."""
     cfg = Config()
     x = scores[cfg.scoring.method]
-    drop = x > choose_threshold(x, cfg.filter, {name: scores[name] for name in corroborating_scores(cfg)}).value
+    # Runs made before the score stage wrote `refusal` (and not probed for it since) lack it.
+    others = {name: scores[name] for name in corroborating_scores(cfg) if name in scores}
+    drop = x > choose_threshold(x, cfg.filter, others).value
     m = precision_recall_f1(drop, y)
     return {k: m[k] for k in ("precision", "recall", "f1")} | {"dropped": float(drop.mean())}
 
@@ -187,8 +189,11 @@ def real_runs() -> list[dict[str, Any]]:
         la, lb, n = (np.array([r[k] for r in rows], float) for k in ("loss_a", "loss_b", "n_tokens"))
         scores = {name: fn(la, lb, n) for name, fn in SCORES.items()}
         x = scores[DEFAULT_SCORE]  # the score the pipeline writes by default
+        refusal = REFUSAL in rows[0]
         out = {"set": d["run"], "source": d["source"], "recipe": d.get("recipe", "demo"),
-               "tuned_on": d["run"] in SEEN_WHILE_TUNING, **judge(x, y), CORROBORATED: corroborated(scores, y)}
+               "tuned_on": d["run"] in SEEN_WHILE_TUNING, **judge(x, y),
+               CORROBORATED: corroborated(scores | ({REFUSAL: np.array([r[REFUSAL] for r in rows], float)} if refusal else {}), y),
+               "has_refusal_score": refusal}
         if y.any() and not y.all():
             out["confounds_auroc"] = {"loss_a_alone": auroc(la, y.astype(float)), "loss_b_alone": auroc(lb, y.astype(float)),
                                       "response_tokens": auroc(n, y.astype(float))}
@@ -269,7 +274,8 @@ def main() -> None:
         c = s.get("confounds_auroc")
         group = "tuning" if s["tuned_on"] else "evaluation"
         print(f"| {s['set']} | {group} | {s['recipe']} | {s.get('auroc', math.nan):.3f} | {s.get('best_f1', math.nan):.3f} | "
-              + " | ".join(f"{s[r]['f1']:.3f}" for r in [*rules, CORROBORATED])
+              + " | ".join(f"{s[r]['f1']:.3f}" for r in rules)
+              + f" | {s[CORROBORATED]['f1']:.3f}{'' if s['has_refusal_score'] else ' (no `refusal`)'}"
               + f" | {s[DEFAULT]['precision']:.2f} / {s[DEFAULT]['recall']:.2f} | {s[DEFAULT]['dropped']:.1%} | "
               + (f"{c['loss_a_alone']:.3f} / {c['loss_b_alone']:.3f} / {c['response_tokens']:.3f}" if c else "-") + " |")
     names = list(SCORES)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.data.readers import READERS
 from pipeline.errors import ConfigError
 from pipeline.filtering.thresholds import AUTO_METHODS
-from pipeline.scoring.scores import SCORES
+from pipeline.scoring.scores import REFUSAL, SCORES
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -130,6 +130,12 @@ class ScoringConfig(Section):
     cpus_per_actor: float = Field(1, gt=0, description="CPUs per scoring actor (fractions allowed).")
     gpus_per_actor: float = Field(0, ge=0, description="GPUs per scoring actor (0 on CPU machines).")
     rouge_max_new_tokens: int = Field(48, gt=0, description="Greedy tokens generated per model in `rouge` mode.")
+    refusals: int = Field(
+        4, ge=0, description="Refusal replies from the safety set (a seeded sample) that model B scores after each row's "
+        "prompt, for the `refusal` score: B's likelihood of refusing the prompt, which an automatic cut can be "
+        "corroborated on (filter.corroborate). Each costs a pass of B over prompt + refusal. 0 skips it; the `refusal` "
+        "score then corroborates nothing.",
+    )
 
 
 class FilterConfig(Section):
@@ -144,12 +150,15 @@ class FilterConfig(Section):
         "`gmm`: Otsu's split or the crossing of a two-Gaussian fit, both only if that fit finds two modes "
         "(Ashman's D >= 2)."
     )
-    corroborate: list[Literal[tuple(SCORES)]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: ["delta", "seq_logprob_drop"],
+    corroborate: list[Literal[(*SCORES, REFUSAL)]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["delta", "seq_logprob_drop", REFUSAL],
         description="`auto` only: the cut on scoring.method stands only if the same rule also cuts on at least one of "
-        "these scores; otherwise nothing is dropped and the report shows the withdrawn cut. The defaults measure "
-        "forgetting in absolute terms, so they do not share log_ratio's artefact (task rows that A predicts very well "
-        "form a high-ratio mode of their own). `[]` turns the check off; a list holding scoring.method checks nothing.",
+        "these scores; otherwise nothing is dropped and the report shows the withdrawn cut. `delta` and "
+        "`seq_logprob_drop` measure forgetting in absolute terms, so they do not share log_ratio's artefact (task rows "
+        "that A predicts very well form a high-ratio mode of their own). `refusal` (B's likelihood of refusing the "
+        "prompt) counts only when more than half of the rows it cuts are in the cut; it holds where half the corpus "
+        "is unsafe and the absolute scores show no separate mode. `[]` turns the check off; a list holding "
+        "scoring.method checks nothing.",
     )
 
 

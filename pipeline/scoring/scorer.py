@@ -4,6 +4,8 @@ One instance per Ray Data actor, so the two models are loaded once and reused fo
 Batches are cut into micro-batches by a token budget, longest rows first, to bound activation
 memory and cut padding. Only response positions go through the LM head (``models.response_lm``).
 The precision is resolved on the actor, not on a CPU-only head node (``models.inference``).
+Besides the losses, B scores a few of the safety set's refusals after each row's prompt
+(``scores.REFUSAL``): one more pass of B over short sequences, which the automatic cut is checked on.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pipeline.runtime.memory import release_free_heap
 from pipeline.scoring.generation import greedy_generate
 from pipeline.scoring.losses import per_example_mean
 from pipeline.scoring.rouge import rouge_drop
-from pipeline.scoring.scores import compute_scores
+from pipeline.scoring.scores import REFUSAL, compute_scores
 from pipeline.text.formatting import collate, token_budget_batches
 
 
@@ -42,14 +44,25 @@ def mean_response_nll(models: list[Any], ids: list[list[int]], prompt_lens: list
     return means, counts
 
 
+def refusal_loglik(model: Any, ids: list[list[int]], prompt_lens: list[int], refusals: list[list[int]], max_tokens: int,
+                   pad_id: int, device: Any, autocast: Any) -> np.ndarray:
+    """Each row's mean log-likelihood per token, under ``model``, of each of ``refusals`` (response token
+    ids) after the row's own prompt, averaged over the refusals (``scores.REFUSAL``)."""
+    seqs = [x[:p] + r for x, p in zip(ids, prompt_lens) for r in refusals]
+    means, _ = mean_response_nll([model], seqs, [p for p in prompt_lens for _ in refusals], max_tokens, pad_id, device, autocast)
+    return -means[0].reshape(len(ids), len(refusals)).mean(axis=1)
+
+
 class PairScorer:
     """Callable class for ``Dataset.map_batches``: pyarrow batch in, same rows plus score columns out."""
 
     def __init__(self, model_a: str, model_b: str, method: str, max_tokens: int, precision: str, use_gpu: bool,
-                 trust_remote_code: bool = False, max_new_tokens: int = 48, threads: int | None = None) -> None:
+                 trust_remote_code: bool = False, max_new_tokens: int = 48, threads: int | None = None,
+                 refusals: list[list[int]] | None = None) -> None:
         inf = load_for_inference([model_a, model_b], precision, use_gpu, "score", trust_remote_code, threads)
         self.models, self.tokenizer, self.device, self.autocast = inf.models, inf.tokenizer, inf.device, inf.autocast
         self.method, self.max_tokens, self.max_new_tokens = method, max_tokens, max_new_tokens
+        self.refusals = refusals or []
 
     def losses(self, ids: list[list[int]], prompt_lens: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mean response-token NLL under A and under B, and the number of response tokens, per row."""
@@ -69,6 +82,9 @@ class PairScorer:
         loss_a, loss_b, counts = self.losses(ids, prompt_lens)
         cols: dict[str, Any] = {col.LOSS_A: loss_a, col.LOSS_B: loss_b, col.N_RESPONSE_TOKENS: counts}
         cols.update(compute_scores(loss_a, loss_b, counts))
+        if self.refusals:
+            cols[col.score_column(REFUSAL)] = refusal_loglik(self.models[1], ids, prompt_lens, self.refusals, self.max_tokens,
+                                                             self.tokenizer.pad_token_id, self.device, self.autocast)
         if self.method == "rouge":
             gen_a, gen_b = self.generations(ids, prompt_lens)
             targets = self.tokenizer.batch_decode([x[p:] for x, p in zip(ids, prompt_lens)], skip_special_tokens=True)

@@ -62,6 +62,13 @@ SCORES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = 
 }
 """Forward-pass scores by name; every one is written next to the losses so they can be compared."""
 
+REFUSAL = "refusal"
+"""B's likelihood of refusing each row's prompt: the mean log-likelihood per token, under B, of a few
+of the safety set's refusal replies placed after the prompt (``scoring.refusals``). Not a forgetting
+score and never the filter's own: the safety finetune makes B a judge of which prompts to refuse,
+so an automatic cut can be checked against it (``filtering.thresholds.corroborate``). It stays
+informative where forgetting is weak in absolute terms, as when half the corpus is unsafe."""
+
 
 def compute_scores(loss_a: np.ndarray, loss_b: np.ndarray, n_tokens: np.ndarray) -> dict[str, np.ndarray]:
     """All forward-pass scores, as float64 arrays keyed by their column (``score_<name>``)."""

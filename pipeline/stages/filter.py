@@ -26,13 +26,17 @@ from pipeline.filtering.split import kept_mask
 from pipeline.filtering.thresholds import Threshold
 from pipeline.runtime import rundir as layout
 from pipeline.runtime.rundir import RunDir
+from pipeline.scoring.scores import REFUSAL
 
 
 def corroborating_scores(cfg: Config) -> list[str]:
     """The scores an automatic cut must be corroborated on: none for a user-chosen cut, and none
-    when the filter's own score is among them (it corroborates itself)."""
+    when the filter's own score is among them (it corroborates itself). ``refusal`` only when the
+    score stage wrote it (``scoring.refusals`` > 0)."""
     f = cfg.filter
-    return [] if f.method != "auto" or cfg.scoring.method in f.corroborate else list(f.corroborate)
+    if f.method != "auto" or cfg.scoring.method in f.corroborate:
+        return []
+    return [name for name in f.corroborate if name != REFUSAL or cfg.scoring.refusals]
 
 
 def choose_threshold(scores: np.ndarray, f: FilterConfig, others: dict[str, np.ndarray] | None = None) -> Threshold:
@@ -42,7 +46,7 @@ def choose_threshold(scores: np.ndarray, f: FilterConfig, others: dict[str, np.n
     if f.method == "drop_fraction":
         return thresholds.drop_fraction(scores, float(f.value))
     rule = thresholds.AUTO_METHODS[f.auto_method]
-    return thresholds.corroborate(rule(scores), scores, others or {}, rule)
+    return thresholds.corroborate(rule(scores), scores, others or {}, rule, same_rows=(REFUSAL,))
 
 
 def _side(t: Threshold, keep: bool):  # noqa: ANN202 - a Ray Data UDF

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from pipeline import columns as col
 from pipeline.config import Config
 from pipeline.data.shards import write_dataset_shards
 from pipeline.errors import StageError
@@ -32,6 +35,15 @@ def scoring_input(run: RunDir, files: list[str], rows_per_block: int) -> Dataset
     return ray.data.read_parquet(files, filesystem=run.arrow_fs()).repartition(target_num_rows_per_block=rows_per_block)
 
 
+def refusal_replies(run: RunDir, count: int, seed: int) -> list[list[int]]:
+    """``count`` of the safety set's responses (token ids, as ingested), a seeded sample in example-id
+    order so a re-run scores the same ones: the refusals B has learned to give."""
+    t = run.read_columns(layout.SAFETY, [col.EXAMPLE_ID, col.INPUT_IDS, col.PROMPT_LEN]).sort_by(col.EXAMPLE_ID)
+    ids, prompt_lens = t.column(col.INPUT_IDS).to_pylist(), t.column(col.PROMPT_LEN).to_pylist()
+    pick = sorted(np.random.default_rng(seed).choice(len(ids), min(count, len(ids)), replace=False).tolist())
+    return [ids[i][prompt_lens[i]:] for i in pick]
+
+
 def run_score(cfg: Config, run: RunDir) -> dict[str, Any]:
     """Stage ``score``: every ingested row's losses under A and B, and its forgetting scores."""
     import ray
@@ -49,6 +61,7 @@ def run_score(cfg: Config, run: RunDir) -> dict[str, Any]:
             "max_tokens": sc.max_tokens_per_batch, "precision": cfg.model.precision, "use_gpu": use_gpu,
             "trust_remote_code": cfg.model.trust_remote_code, "max_new_tokens": sc.rouge_max_new_tokens,
             "threads": None if use_gpu else max(1, int(sc.cpus_per_actor)),
+            "refusals": refusal_replies(run, sc.refusals, cfg.seed) if sc.refusals else None,
         },
         batch_size=sc.batch_size,
         batch_format="pyarrow",

@@ -41,6 +41,13 @@ def run(tmp_path_factory) -> RunDir:
             "input_ids": pa.FixedSizeListArray.from_arrays(ids.reshape(-1), 12).cast(pa.list_(pa.int32())),
             "prompt_len": np.full(ROWS_PER_SHARD, 4, dtype=np.int32),
         }), run.path(f"{layout.INGEST}/part-{k:05d}.parquet"))
+    safety = rng.integers(4, 512, size=(8, 10), dtype=np.int32)
+    run.fs.makedirs(run.path(layout.SAFETY), exist_ok=True)
+    pq.write_table(pa.table({
+        "example_id": [f"safe-{i}" for i in range(8)],
+        "input_ids": pa.FixedSizeListArray.from_arrays(safety.reshape(-1), 10).cast(pa.list_(pa.int32())),
+        "prompt_len": np.full(8, 4, dtype=np.int32),
+    }), run.path(f"{layout.SAFETY}/part-00000.parquet"))
     texts = [f"synthetic text {i}" for i in range(500)]
     model = build_tiny_model(str(root / "micro"), texts, vocab_size=512, hidden_size=32, num_layers=1)
     for rel in (layout.MODEL_A, layout.MODEL_B):
@@ -65,5 +72,8 @@ def test_scores_every_row_into_shards_of_exactly_rows_per_file(run, ray_local):
     assert run_score(cfg, run)["rows"] == SHARDS * ROWS_PER_SHARD
     counts = sorted(pq.ParquetFile(run.fs.open(f, "rb")).metadata.num_rows for f in run.shards(layout.SCORES))
     assert counts == [1000] * 6  # without the re-cut before writing: one short file per write task
-    ids = pq.read_table(run.path(layout.SCORES), columns=["example_id"])["example_id"].to_pylist()
-    assert sorted(ids) == sorted(f"row-{i}" for i in range(SHARDS * ROWS_PER_SHARD))
+    t = pq.read_table(run.path(layout.SCORES), columns=["example_id", "score_refusal"])
+    assert sorted(t["example_id"].to_pylist()) == sorted(f"row-{i}" for i in range(SHARDS * ROWS_PER_SHARD))
+    # B's likelihood of the safety set's refusals after each prompt: a log-likelihood, so negative.
+    refusal = t["score_refusal"].to_numpy()
+    assert np.all(np.isfinite(refusal)) and np.all(refusal < 0) and np.ptp(refusal) > 0
