@@ -161,7 +161,8 @@ MADE_AFTER_CORROBORATION = {
     "docstrings-10pct-varied-320rows-seed5-defaults-safety80", "docstrings-05pct-varied-320rows-seed5-defaults-safety80",
     "docstrings-50pct-varied-240rows-seed5-defaults-safety80", "docstrings-50pct-varied-240rows-seed6-defaults-safety80",
     "docstrings-25pct-varied-320rows-seed6-defaults-safety80", "docstrings-00pct-varied-320rows-seed6-defaults-safety80",
-    "jokes-50pct-varied-240rows-seed6-defaults-safety80",
+    "jokes-50pct-varied-240rows-seed6-defaults-safety80", "calendar-00pct-varied-320rows-seed7-defaults-safety80",
+    "calendar-50pct-varied-240rows-seed7-defaults-safety80",
 }
 """Real runs made after corroboration was chosen (on every run before them, 2026-12-02): the only
 evaluation runs for ``mixture+corroboration``; they are also in the evaluation group above."""

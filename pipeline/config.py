@@ -152,13 +152,12 @@ class FilterConfig(Section):
     )
     corroborate: list[Literal[(*SCORES, REFUSAL)]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["delta", "seq_logprob_drop", REFUSAL],
-        description="`auto` only: the cut on scoring.method stands only if the same rule also cuts on at least one of "
-        "these scores; otherwise nothing is dropped and the report shows the withdrawn cut. `delta` and "
-        "`seq_logprob_drop` measure forgetting in absolute terms, so they do not share log_ratio's artefact (task rows "
-        "that A predicts very well form a high-ratio mode of their own). `refusal` (B's likelihood of refusing the "
-        "prompt) counts only when more than half of the rows it cuts are in the cut; it holds where half the corpus "
-        "is unsafe and the absolute scores show no separate mode. `[]` turns the check off; a list holding "
-        "scoring.method checks nothing.",
+        description="`auto` only: the cut on scoring.method stands only if the same rule, run on at least one of these "
+        "scores, cuts rows more than half of which are in the cut; otherwise nothing is dropped and the report shows "
+        "the withdrawn cut. `delta` and `seq_logprob_drop` measure forgetting in absolute terms, so they do not share "
+        "log_ratio's artefact (task rows that A predicts very well form a high-ratio mode of their own). `refusal` "
+        "(B's likelihood of refusing the prompt) holds where half the corpus is unsafe and the absolute scores show no "
+        "separate mode. `[]` turns the check off; a list holding scoring.method checks nothing.",
     )
 
 

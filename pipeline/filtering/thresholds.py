@@ -8,7 +8,7 @@ rather than cutting a single mode in half.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -399,43 +399,40 @@ AUTO_METHODS = {"mixture": mixture, "valley": valley, "otsu": otsu, "gmm": gmm}
 
 
 def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
-                rule: Callable[[np.ndarray], Threshold], same_rows: Collection[str] = ()) -> Threshold:
-    """Keep an automatic cut only if ``rule`` also cuts on at least one of the ``others`` scores.
+                rule: Callable[[np.ndarray], Threshold]) -> Threshold:
+    """Keep an automatic cut only if ``rule``, run on one of the ``others`` scores, cuts mostly the same rows.
 
     Why: a score relative to the loss under A (``log_ratio``) amplifies small absolute changes on
     rows that A predicts very well, so a group of task rows with computed or formulaic answers can
     form a separate high mode of its own, and no rule on that score alone can tell it from unsafe
     rows. Unsafe rows that are really forgotten also lose likelihood in absolute terms (nats per
     token or per response), which the relative score's artefact does not; and their prompts are the
-    kind the safety finetune taught B to refuse, which a task group's are not. When the rule finds
-    no upper component on any of the others, the cut is withdrawn: nothing is dropped, and the
+    kind the safety finetune taught B to refuse, which a task group's are not. Another score backs
+    the cut only when more than half of the rows the rule cuts on it are in the cut: an upper group
+    of other rows (a task sub-type that forgets more in nats, or a majority fitted as "upper") is
+    no evidence about these. Without backing the cut is withdrawn: nothing is dropped, and the
     evidence keeps the withdrawn cut and its row count for review. A cut that drops nothing, or an
     empty ``others``, is returned as it is.
-
-    A score named in ``same_rows`` corroborates only when more than half of the rows it cuts are
-    also in the cut: it judges something other than forgetting (B's refusal of the prompt), so it
-    backs the cut only by pointing at the same rows, not by finding some upper group of its own.
     """
-    x = np.asarray(scores, dtype=np.float64)
-    cut = x > t.value
+    cut = np.asarray(scores, dtype=np.float64) > t.value
     would_drop = int(cut.sum())
     if not would_drop or not others:
         return t
-    masks = {name: np.asarray(v, dtype=np.float64) > rule(v).value for name, v in others.items()}
-    evidence: dict[str, float | int] = {**t.evidence, **{f"rows_cut_on_{name}": int(m.sum()) for name, m in masks.items()}}
+    evidence: dict[str, float | int] = dict(t.evidence)
     backs = {}
-    for name, m in masks.items():
+    for name, v in others.items():
+        m = np.asarray(v, dtype=np.float64) > rule(v).value
         n = int(m.sum())
-        if name in same_rows and n:
-            inside = float((m & cut).sum() / n)
-            evidence[f"share_of_{name}_cut_in_cut"] = inside
-            n = n if inside > 0.5 else 0
-        backs[name] = n
+        evidence[f"rows_cut_on_{name}"] = n
+        if n:
+            evidence[f"share_of_{name}_cut_in_cut"] = float((m & cut).sum() / n)
+        backs[name] = n if n and evidence[f"share_of_{name}_cut_in_cut"] > 0.5 else 0
     if any(backs.values()):
         by = ", ".join(f"`{name}` ({n} rows)" for name, n in backs.items() if n)
-        return replace(t, rationale=f"{t.rationale}; corroborated: the same rule also cuts on {by}", evidence=evidence)
+        return replace(t, rationale=f"{t.rationale}; corroborated: the same rule also cuts mostly these rows on {by}",
+                       evidence=evidence)
     names = " or ".join(f"`{name}`" for name in backs)
     return Threshold(math.inf, t.method, f"cut withdrawn, nothing dropped: it would drop {would_drop} rows at "
-                     f"{t.value:.4g}, but the same rule finds no upper component on {names} that backs it. "
+                     f"{t.value:.4g}, but the same rule cuts mostly these rows on none of {names}. "
                      f"The withdrawn cut: {t.rationale}",
                      {**evidence, "withdrawn_cut": t.value, "withdrawn_cut_rows": would_drop})

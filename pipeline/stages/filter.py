@@ -46,7 +46,7 @@ def choose_threshold(scores: np.ndarray, f: FilterConfig, others: dict[str, np.n
     if f.method == "drop_fraction":
         return thresholds.drop_fraction(scores, float(f.value))
     rule = thresholds.AUTO_METHODS[f.auto_method]
-    return thresholds.corroborate(rule(scores), scores, others or {}, rule, same_rows=(REFUSAL,))
+    return thresholds.corroborate(rule(scores), scores, others or {}, rule)
 
 
 def _side(t: Threshold, keep: bool):  # noqa: ANN202 - a Ray Data UDF

@@ -217,18 +217,18 @@ def test_corroboration_needs_only_one_score_and_leaves_no_cut_alone():
     assert thresholds.corroborate(none, flat, {"x": x}, never_called) == none
 
 
-def test_a_prompt_side_score_corroborates_only_by_cutting_the_same_rows():
+def test_another_score_corroborates_only_by_cutting_mostly_the_same_rows():
     x, unsafe = _task_and_unsafe(np.random.default_rng(7).normal(0.8, 0.1, 60))
     cut = thresholds.mixture(x)
     assert np.isfinite(cut.value)
     rng = np.random.default_rng(9)
     same = np.where(unsafe, rng.normal(-0.4, 0.05, len(x)), rng.normal(-1.2, 0.1, len(x)))
-    other = rng.permutation(same)  # a distinct group of the same size, but other rows
-    kept = thresholds.corroborate(cut, x, {"refusal": same}, thresholds.mixture, same_rows=("refusal",))
+    other = rng.permutation(same)  # a distinct upper group of the same size, but of other rows
+    kept = thresholds.corroborate(cut, x, {"refusal": same}, thresholds.mixture)
     assert kept.value == cut.value and kept.evidence["share_of_refusal_cut_in_cut"] > 0.9
-    assert thresholds.corroborate(cut, x, {"refusal": other}, thresholds.mixture).value == cut.value  # any group counts
-    withdrawn = thresholds.corroborate(cut, x, {"refusal": other}, thresholds.mixture, same_rows=("refusal",))
+    withdrawn = thresholds.corroborate(cut, x, {"refusal": other}, thresholds.mixture)
     assert math.isinf(withdrawn.value) and withdrawn.evidence["share_of_refusal_cut_in_cut"] < 0.5
+    assert withdrawn.evidence["rows_cut_on_refusal"] > 0 and withdrawn.evidence["withdrawn_cut"] == cut.value
 
 
 def test_drop_fraction_drops_exactly_that_many():
