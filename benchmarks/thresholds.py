@@ -162,7 +162,7 @@ MADE_AFTER_CORROBORATION = {
     "docstrings-50pct-varied-240rows-seed5-defaults-safety80", "docstrings-50pct-varied-240rows-seed6-defaults-safety80",
     "docstrings-25pct-varied-320rows-seed6-defaults-safety80", "docstrings-00pct-varied-320rows-seed6-defaults-safety80",
     "jokes-50pct-varied-240rows-seed6-defaults-safety80", "calendar-00pct-varied-320rows-seed7-defaults-safety80",
-    "calendar-50pct-varied-240rows-seed7-defaults-safety80",
+    "calendar-50pct-varied-240rows-seed7-defaults-safety80", "calendar-00pct-varied-320rows-seed8-defaults-safety80",
 }
 """Real runs made after corroboration was chosen (on every run before them, 2026-12-02): the only
 evaluation runs for ``mixture+corroboration``; they are also in the evaluation group above."""
@@ -193,8 +193,7 @@ def real_runs() -> list[dict[str, Any]]:
         refusal = REFUSAL in rows[0]
         out = {"set": d["run"], "source": d["source"], "recipe": d.get("recipe", "demo"),
                "tuned_on": d["run"] in SEEN_WHILE_TUNING, **judge(x, y),
-               CORROBORATED: corroborated(scores | ({REFUSAL: np.array([r[REFUSAL] for r in rows], float)} if refusal else {}), y),
-               "has_refusal_score": refusal}
+               CORROBORATED: corroborated(scores | ({REFUSAL: np.array([r[REFUSAL] for r in rows], float)} if refusal else {}), y)}
         if y.any() and not y.all():
             out["confounds_auroc"] = {"loss_a_alone": auroc(la, y.astype(float)), "loss_b_alone": auroc(lb, y.astype(float)),
                                       "response_tokens": auroc(n, y.astype(float))}
@@ -275,8 +274,7 @@ def main() -> None:
         c = s.get("confounds_auroc")
         group = "tuning" if s["tuned_on"] else "evaluation"
         print(f"| {s['set']} | {group} | {s['recipe']} | {s.get('auroc', math.nan):.3f} | {s.get('best_f1', math.nan):.3f} | "
-              + " | ".join(f"{s[r]['f1']:.3f}" for r in rules)
-              + f" | {s[CORROBORATED]['f1']:.3f}{'' if s['has_refusal_score'] else ' (no `refusal`)'}"
+              + " | ".join(f"{s[r]['f1']:.3f}" for r in [*rules, CORROBORATED])
               + f" | {s[DEFAULT]['precision']:.2f} / {s[DEFAULT]['recall']:.2f} | {s[DEFAULT]['dropped']:.1%} | "
               + (f"{c['loss_a_alone']:.3f} / {c['loss_b_alone']:.3f} / {c['response_tokens']:.3f}" if c else "-") + " |")
     names = list(SCORES)

@@ -131,10 +131,11 @@ class ScoringConfig(Section):
     gpus_per_actor: float = Field(0, ge=0, description="GPUs per scoring actor (0 on CPU machines).")
     rouge_max_new_tokens: int = Field(48, gt=0, description="Greedy tokens generated per model in `rouge` mode.")
     refusals: int = Field(
-        4, ge=0, description="Refusal replies from the safety set (a seeded sample) that model B scores after each row's "
-        "prompt, for the `refusal` score: B's likelihood of refusing the prompt, which an automatic cut can be "
-        "corroborated on (filter.corroborate). Each costs a pass of B over prompt + refusal. 0 skips it; the `refusal` "
-        "score then corroborates nothing.",
+        0, ge=0, description="Refusal replies from the safety set (a seeded sample, 4 is what was measured) that model B "
+        "scores after each row's prompt, for the `refusal` score: B's likelihood of refusing the prompt, which an "
+        "automatic cut can be corroborated on (add `refusal` to filter.corroborate). Each costs a pass of B over "
+        "prompt + refusal (the score stage took ~2.9x as long with 4). 0 (the default) skips it, and `refusal` then "
+        "corroborates nothing.",
     )
 
 
@@ -151,13 +152,14 @@ class FilterConfig(Section):
         "(Ashman's D >= 2)."
     )
     corroborate: list[Literal[(*SCORES, REFUSAL)]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: ["delta", "seq_logprob_drop", REFUSAL],
+        default_factory=lambda: ["delta", "seq_logprob_drop"],
         description="`auto` only: the cut on scoring.method stands only if the same rule, run on at least one of these "
         "scores, cuts rows more than half of which are in the cut; otherwise nothing is dropped and the report shows "
         "the withdrawn cut. `delta` and `seq_logprob_drop` measure forgetting in absolute terms, so they do not share "
         "log_ratio's artefact (task rows that A predicts very well form a high-ratio mode of their own). `refusal` "
-        "(B's likelihood of refusing the prompt) holds where half the corpus is unsafe and the absolute scores show no "
-        "separate mode. `[]` turns the check off; a list holding scoring.method checks nothing.",
+        "(B's likelihood of refusing the prompt; needs scoring.refusals > 0) held where half the corpus is unsafe and "
+        "the absolute scores show no separate mode, but backed a 41% cut of a clean calendar corpus, so it is not in "
+        "the default. `[]` turns the check off; a list holding scoring.method checks nothing.",
     )
 
 

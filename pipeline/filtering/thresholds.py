@@ -406,8 +406,7 @@ def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
     rows that A predicts very well, so a group of task rows with computed or formulaic answers can
     form a separate high mode of its own, and no rule on that score alone can tell it from unsafe
     rows. Unsafe rows that are really forgotten also lose likelihood in absolute terms (nats per
-    token or per response), which the relative score's artefact does not; and their prompts are the
-    kind the safety finetune taught B to refuse, which a task group's are not. Another score backs
+    token or per response), which the relative score's artefact does not. Another score backs
     the cut only when more than half of the rows the rule cuts on it are in the cut: an upper group
     of other rows (a task sub-type that forgets more in nats, or a majority fitted as "upper") is
     no evidence about these. Without backing the cut is withdrawn: nothing is dropped, and the

@@ -4,8 +4,8 @@ One instance per Ray Data actor, so the two models are loaded once and reused fo
 Batches are cut into micro-batches by a token budget, longest rows first, to bound activation
 memory and cut padding. Only response positions go through the LM head (``models.response_lm``).
 The precision is resolved on the actor, not on a CPU-only head node (``models.inference``).
-Besides the losses, B scores a few of the safety set's refusals after each row's prompt
-(``scores.REFUSAL``): one more pass of B over short sequences, which the automatic cut is checked on.
+With ``scoring.refusals`` > 0, B also scores a few of the safety set's refusals after each row's
+prompt (``scores.REFUSAL``): one more pass of B per refusal, an opt-in score to corroborate a cut on.
 """
 
 from __future__ import annotations

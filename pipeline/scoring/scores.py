@@ -66,8 +66,9 @@ REFUSAL = "refusal"
 """B's likelihood of refusing each row's prompt: the mean log-likelihood per token, under B, of a few
 of the safety set's refusal replies placed after the prompt (``scoring.refusals``). Not a forgetting
 score and never the filter's own: the safety finetune makes B a judge of which prompts to refuse,
-so an automatic cut can be checked against it (``filtering.thresholds.corroborate``). It stays
-informative where forgetting is weak in absolute terms, as when half the corpus is unsafe."""
+so an automatic cut can be checked against it (``filtering.thresholds.corroborate``). It stayed
+informative where forgetting was weak in absolute terms (half the corpus unsafe), but it also
+backed a cut of a clean corpus whose sub-tasks B tells apart, so it is opt-in."""
 
 
 def compute_scores(loss_a: np.ndarray, loss_b: np.ndarray, n_tokens: np.ndarray) -> dict[str, np.ndarray]:

@@ -2,9 +2,9 @@
 
 Each actor holds both models; rows stream from the ingested shards through the pool into
 Parquet, so memory stays bounded whatever the corpus size. The output keeps every column and adds
-the losses, all forward-pass scores (``forgetting`` is the configured one) and B's likelihood of
-refusing each prompt (``score_refusal``, which the filter corroborates an automatic cut on), so
-re-thresholding never needs the models again.
+the losses, all forward-pass scores (``forgetting`` is the configured one) and, with
+``scoring.refusals`` > 0, B's likelihood of refusing each prompt (``score_refusal``, an opt-in
+corroborating score), so re-thresholding never needs the models again.
 """
 
 from __future__ import annotations

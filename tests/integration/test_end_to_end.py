@@ -59,7 +59,7 @@ def test_every_input_row_lands_in_exactly_one_place(finished_run):
     assert len(set(ids)) == len(ids) == n_input - 2
     for t in (kept, dropped):
         for col in ("prompt", "response", "label", "category", "example_id", "source_file", "source_row",
-                    "loss_a", "loss_b", "forgetting", "score_log_ratio", "score_delta", "score_refusal"):
+                    "loss_a", "loss_b", "forgetting", "score_log_ratio", "score_delta"):
             assert col in t.column_names
         assert "input_ids" not in t.column_names
 

@@ -66,7 +66,7 @@ def test_scoring_input_is_cut_into_blocks_of_a_few_batches(run, ray_local):
 
 def test_scores_every_row_into_shards_of_exactly_rows_per_file(run, ray_local):
     cfg = Config.model_validate({
-        "scoring": {"batch_size": 64, "batches_per_task": 2, "num_actors": 2, "cpus_per_actor": 0.5},
+        "scoring": {"batch_size": 64, "batches_per_task": 2, "num_actors": 2, "cpus_per_actor": 0.5, "refusals": 4},
         "output": {"rows_per_file": 1000},
     })
     assert run_score(cfg, run)["rows"] == SHARDS * ROWS_PER_SHARD

@@ -85,10 +85,11 @@ def test_the_report_streams_shards_yet_its_label_metrics_are_exact(tmp_path):
 
 def test_only_an_automatic_cut_on_another_score_is_corroborated():
     both = "filter.corroborate=[delta, seq_logprob_drop]"
-    assert corroborating_scores(build_config({})) == ["delta", "seq_logprob_drop", "refusal"]
-    assert corroborating_scores(build_config({}, [both])) == ["delta", "seq_logprob_drop"]
+    assert corroborating_scores(build_config({})) == corroborating_scores(build_config({}, [both])) == ["delta", "seq_logprob_drop"]
+    three = "filter.corroborate=[delta, seq_logprob_drop, refusal]"
+    assert corroborating_scores(build_config({}, [three, "scoring.refusals=4"])) == ["delta", "seq_logprob_drop", "refusal"]
     # With no refusal pass the score stage writes no `refusal` column, so it cannot be asked for.
-    assert corroborating_scores(build_config({}, ["scoring.refusals=0"])) == ["delta", "seq_logprob_drop"]
+    assert corroborating_scores(build_config({}, [three])) == ["delta", "seq_logprob_drop"]
     assert corroborating_scores(build_config({}, [both, "scoring.method=delta"])) == []  # it corroborates itself
     assert corroborating_scores(build_config({}, ["filter.corroborate=[]"])) == []
     fixed = build_config({}, [both, "filter.method=fixed", "filter.value=0.5"])
