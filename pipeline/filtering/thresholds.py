@@ -423,9 +423,10 @@ def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
         m = np.asarray(v, dtype=np.float64) > rule(v).value
         n = int(m.sum())
         evidence[f"rows_cut_on_{name}"] = n
+        share = float((m & cut).sum() / n) if n else 0.0
         if n:
-            evidence[f"share_of_{name}_cut_in_cut"] = float((m & cut).sum() / n)
-        backs[name] = n if n and evidence[f"share_of_{name}_cut_in_cut"] > 0.5 else 0
+            evidence[f"share_of_{name}_cut_in_cut"] = share
+        backs[name] = n if share > 0.5 else 0
     if any(backs.values()):
         by = ", ".join(f"`{name}` ({n} rows)" for name, n in backs.items() if n)
         return replace(t, rationale=f"{t.rationale}; corroborated: the same rule also cuts mostly these rows on {by}",
