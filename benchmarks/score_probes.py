@@ -19,13 +19,20 @@ backwards (B learns the refusal strings after every prompt); the level under B, 
 signal that held. Each run's per-row numbers go to ``RUN_DIR/refusal_probe.json`` (copies:
 ``benchmarks/refusal_probe/``).
 
-    python benchmarks/score_probes.py [--probe tokens|refusal] RUN_DIR [RUN_DIR ...]   # RUN_DIR: --work/<run name>
+``--probe prompts`` computes, for runs made before the score stage kept them, B's prompt states
+exactly as the score stage does (``scoring.scorer.losses_and_states``, the same projection) for the
+corpus and the safety set, and writes them into the run's ``threshold_data`` file, so
+``benchmarks/thresholds.py`` can apply the ``safety_prompts`` corroboration to it.
+
+    python benchmarks/score_probes.py [--probe tokens|refusal|prompts] RUN_DIR [RUN_DIR ...]   # RUN_DIR: --work/<run name>
     python benchmarks/score_probes.py --backfill RUN_DIR ...   # refusal_probe.json -> threshold_data/, as `refusal`
+    python benchmarks/score_probes.py --probe prompts RUN_DIR ...   # B's prompt states -> threshold_data/
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -38,11 +45,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from threshold_runs import rounded  # noqa: E402
+
 from pipeline import columns as col  # noqa: E402
+from pipeline.filtering.prompts import share_nearer_safety  # noqa: E402
 from pipeline.filtering.thresholds import mixture  # noqa: E402
 from pipeline.models.loading import load_model, load_tokenizer, resolve_model  # noqa: E402
 from pipeline.models.response_lm import ResponseLM  # noqa: E402
 from pipeline.reporting.metrics import auroc, precision_recall_f1  # noqa: E402
+from pipeline.scoring.scorer import losses_and_states, prompt_projection  # noqa: E402
 from pipeline.scoring.scores import REFUSAL, delta, log_ratio  # noqa: E402
 from pipeline.text.formatting import collate, encode_batch, token_budget_batches  # noqa: E402
 from pipeline.training.deepspeed_config import warmup_linear  # noqa: E402
@@ -161,6 +172,37 @@ def backfill(run: Path) -> None:
     dest.write_text(json.dumps(data, indent=None) + "\n", encoding="utf-8")
 
 
+def prompt_states_probe(run: Path) -> dict[str, float]:
+    """B's prompt states for the corpus and the safety set, as the score stage now keeps them, written into
+    the run's ``threshold_data`` file (``prompt_state`` per row, ``safety_prompt_states``); returns the share of
+    the plain `mixture` cut's rows nearer the safety prompts, beside that cut's precision."""
+    corpus, safety, y = _tables(run)
+    model = ResponseLM(load_model(str(run / "out" / "models" / "safety"))).eval()
+    projection = prompt_projection(model.lm.config.get_text_config().hidden_size)
+
+    def states(t: pa.Table) -> np.ndarray:
+        ids, pls = t.column("input_ids").to_pylist(), t.column("prompt_len").to_pylist()
+        return losses_and_states([model], ids, pls, 8192, 0, torch.device("cpu"), contextlib.nullcontext(), projection)[2]
+
+    x, s = states(corpus), states(safety)
+    dest = Path(__file__).resolve().parent / "threshold_data" / f"{run.name}.json"
+    data = json.loads(dest.read_text())
+    by_id = dict(zip(corpus.column("id").to_pylist(), x))
+    for r in data["rows"]:
+        r["prompt_state"] = rounded(by_id[r["id"]].tolist())
+    data["safety_prompt_states"] = [rounded(v.tolist()) for v in s]
+    data["prompt_states_from"] = "python benchmarks/score_probes.py --probe prompts"
+    dest.write_text(json.dumps(data, indent=None) + "\n", encoding="utf-8")
+    rows = data["rows"]
+    lr = log_ratio(np.array([r["loss_a"] for r in rows]), np.array([r["loss_b"] for r in rows]), np.ones(len(rows)))
+    cut = lr > mixture(lr).value
+    labels = np.array([r["label"] for r in rows], bool)
+    states_in_order = np.array([r["prompt_state"] for r in rows])
+    share = share_nearer_safety(states_in_order[cut], states_in_order[~cut].mean(axis=0), np.array(data["safety_prompt_states"]))
+    return {"rows in the plain `mixture` cut": float(cut.sum()), "share of them nearer the safety prompts": share,
+            "precision of that cut": float(labels[cut].mean()) if cut.any() else math.nan}
+
+
 def _tables(run: Path) -> tuple[pa.Table, pa.Table, np.ndarray]:
     """A kept run's tokenised corpus and safety set (as the pipeline ingested them), and the corpus labels."""
     corpus = pq.read_table(next((run / "out" / "work" / "ingest").glob("*.parquet")))
@@ -186,7 +228,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--probe", choices=("tokens", "refusal"), default="tokens")
+    ap.add_argument("--probe", choices=("tokens", "refusal", "prompts"), default="tokens")
     ap.add_argument("--backfill", action="store_true", help="no model pass: write each run's refusal_probe.json into "
                     "threshold_data/ as the `refusal` score")
     a = ap.parse_args()
@@ -195,7 +237,8 @@ def main() -> None:
             backfill(run)
         return
     torch.set_num_threads(a.threads)
-    results = {run.name: (probe if a.probe == "tokens" else refusal_probe)(run) for run in a.runs}
+    fn = {"tokens": probe, "refusal": refusal_probe, "prompts": prompt_states_probe}[a.probe]
+    results = {run.name: fn(run) for run in a.runs}
     names = list(next(iter(results.values())))
     print("| score | " + " | ".join(results) + " |\n|---|" + "---:|" * len(results))
     for n in names:

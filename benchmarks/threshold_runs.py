@@ -56,18 +56,27 @@ def run_name(source: str, share: float, styles: str, rows: int, seed: int, recip
 
 
 def keep_scores(out_dir: Path, corpus: Path, dest: Path, meta: dict) -> None:
-    """The per-row numbers a threshold rule and its confounds need, as one small JSON file."""
+    """The per-row numbers a threshold rule and its confounds need, as one small JSON file: with B's
+    prompt states (rounded) and the safety set's, for the ``safety_prompts`` corroboration."""
     t = pq.read_table(out_dir / "work" / "scores")
     by_id = {json.loads(ln)["id"]: json.loads(ln) for ln in corpus.read_text(encoding="utf-8").splitlines()}
     rows = []
-    refusal = col.score_column(REFUSAL)
-    names = ["id", col.LOSS_A, col.LOSS_B, col.N_RESPONSE_TOKENS] + ([refusal] if refusal in t.column_names else [])
-    for r in t.select(names).to_pylist():
+    optional = {REFUSAL: col.score_column(REFUSAL), "prompt_state": col.PROMPT_STATE}
+    present = {k: c for k, c in optional.items() if c in t.column_names}
+    for r in t.select(["id", col.LOSS_A, col.LOSS_B, col.N_RESPONSE_TOKENS, *present.values()]).to_pylist():
         src = by_id[r["id"]]
         rows.append({"id": r["id"], "label": src["label"], "style": src["source"].split(":")[-1] if src["label"] else "task",
                      "loss_a": r[col.LOSS_A], "loss_b": r[col.LOSS_B], "n_tokens": r[col.N_RESPONSE_TOKENS],
-                     "words": len(src["response"].split())} | ({REFUSAL: r[refusal]} if refusal in r else {}))
-    dest.write_text(json.dumps({**meta, "rows": rows}, indent=None) + "\n", encoding="utf-8")
+                     "words": len(src["response"].split())} | {k: rounded(r[c]) for k, c in present.items()})
+    safety = out_dir / "work" / "safety_scores"
+    extra = {"safety_prompt_states": [rounded(x) for x in pq.read_table(safety, columns=[col.PROMPT_STATE])[col.PROMPT_STATE].to_pylist()]
+             } if safety.exists() else {}
+    dest.write_text(json.dumps({**meta, **extra, "rows": rows}, indent=None) + "\n", encoding="utf-8")
+
+
+def rounded(x: float | list[float]) -> float | list[float]:
+    """Prompt states to 5 significant digits (the JSON stays small; distances do not change)."""
+    return [float(f"{v:.5g}") for v in x] if isinstance(x, list) else x
 
 
 def main() -> None:

@@ -36,10 +36,10 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import Config, ScoringConfig
-from pipeline.filtering import thresholds
+from pipeline.filtering import prompts, thresholds
 from pipeline.reporting.metrics import auroc, precision_recall_f1
 from pipeline.scoring.scores import REFUSAL, SCORES
-from pipeline.stages.filter import choose_threshold, corroborating_scores
+from pipeline.stages.filter import asks_prompts, choose_threshold, corroborating_scores
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import rule_results  # noqa: E402
@@ -168,14 +168,20 @@ MADE_AFTER_CORROBORATION = {
 evaluation runs for ``mixture+corroboration``; they are also in the evaluation group above."""
 
 
-def corroborated(scores: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
-    """The default config's cut on one real run (``scores``: every forward-pass score by name), in the
-    form of ``judge``'s rule results."""
+def corroborated(scores: dict[str, np.ndarray], y: np.ndarray, states: tuple[np.ndarray, np.ndarray] | None = None
+                 ) -> dict[str, float]:
+    """The default config's cut on one real run (``scores``: every forward-pass score by name; ``states``: B's
+    prompt states of the rows and of the safety set), in the form of ``judge``'s rule results."""
     cfg = Config()
     x = scores[cfg.scoring.method]
     # Runs made before the score stage wrote `refusal` (and not probed for it since) lack it.
     others = {name: scores[name] for name in corroborating_scores(cfg) if name in scores}
-    drop = x > choose_threshold(x, cfg.filter, others).value
+    # Likewise B's prompt states: without them the prompts are not asked (the pipeline would re-score).
+    nearer = None
+    if states is not None and asks_prompts(cfg):
+        rows, safety = states
+        nearer = lambda value: prompts.cut_share([(x, rows)], value, safety)  # noqa: E731
+    drop = x > choose_threshold(x, cfg.filter, others, nearer).value
     m = precision_recall_f1(drop, y)
     return {k: m[k] for k in ("precision", "recall", "f1")} | {"dropped": float(drop.mean())}
 
@@ -191,9 +197,12 @@ def real_runs() -> list[dict[str, Any]]:
         scores = {name: fn(la, lb, n) for name, fn in SCORES.items()}
         x = scores[DEFAULT_SCORE]  # the score the pipeline writes by default
         refusal = REFUSAL in rows[0]
+        states = (np.array([r["prompt_state"] for r in rows], float), np.array(d["safety_prompt_states"], float)
+                  ) if "prompt_state" in rows[0] else None
         out = {"set": d["run"], "source": d["source"], "recipe": d.get("recipe", "demo"),
-               "tuned_on": d["run"] in SEEN_WHILE_TUNING, **judge(x, y),
-               CORROBORATED: corroborated(scores | ({REFUSAL: np.array([r[REFUSAL] for r in rows], float)} if refusal else {}), y)}
+               "tuned_on": d["run"] in SEEN_WHILE_TUNING, "prompt_states": states is not None, **judge(x, y),
+               CORROBORATED: corroborated(scores | ({REFUSAL: np.array([r[REFUSAL] for r in rows], float)} if refusal else {}),
+                                          y, states)}
         if y.any() and not y.all():
             out["confounds_auroc"] = {"loss_a_alone": auroc(la, y.astype(float)), "loss_b_alone": auroc(lb, y.astype(float)),
                                       "response_tokens": auroc(n, y.astype(float))}

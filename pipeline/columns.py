@@ -24,6 +24,11 @@ INGEST_ADDED = (EXAMPLE_ID, SOURCE_FILE, SOURCE_ROW, *MODEL_INPUTS)
 LOSS_A = "loss_a"
 LOSS_B = "loss_b"
 N_RESPONSE_TOKENS = "n_response_tokens"
+PROMPT_STATE = "prompt_state"
+"""B's hidden state at the row's last prompt token, projected to a few dozen floats: which prompts B
+takes for the safety set's kind. Internal (the filter reads it); not written to kept/ or dropped/."""
+INTERNAL = (*MODEL_INPUTS, PROMPT_STATE)
+"""Columns the stages read and the user never needs: dropped from kept/ and dropped/."""
 FORGETTING = "forgetting"
 """The configured score (``scoring.method``), the one the filter cuts on."""
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.data.readers import READERS
 from pipeline.errors import ConfigError
-from pipeline.filtering.thresholds import AUTO_METHODS
+from pipeline.filtering.thresholds import AUTO_METHODS, SAFETY_PROMPTS
 from pipeline.scoring.scores import REFUSAL, SCORES
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -151,7 +151,7 @@ class FilterConfig(Section):
         "`gmm`: Otsu's split or the crossing of a two-Gaussian fit, both only if that fit finds two modes "
         "(Ashman's D >= 2)."
     )
-    corroborate: list[Literal[(*SCORES, REFUSAL)]] = Field(  # type: ignore[valid-type]
+    corroborate: list[Literal[(*SCORES, REFUSAL, SAFETY_PROMPTS)]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["delta", "seq_logprob_drop"],
         description="`auto` only: the cut on scoring.method stands only if the same rule, run on at least one of these "
         "scores, cuts rows more than half of which are in the cut; otherwise nothing is dropped and the report shows "
@@ -159,7 +159,10 @@ class FilterConfig(Section):
         "log_ratio's artefact (task rows that A predicts very well form a high-ratio mode of their own). `refusal` "
         "(B's likelihood of refusing the prompt; needs scoring.refusals > 0) held where half the corpus is unsafe and "
         "the absolute scores show no separate mode, but backed a 41% cut of a clean calendar corpus, so it is not in "
-        "the default. `[]` turns the check off; a list holding scoring.method checks nothing.",
+        "the default. `safety_prompts` is no score: the cut stands if most of its rows' prompts lie nearer, in model "
+        "B's hidden state at the last prompt token, to the safety set's prompts than to the kept rows' (nearest "
+        "centroid; costs nothing extra, the states come out of the scoring pass). `[]` turns the check off; a list "
+        "holding scoring.method checks nothing.",
     )
 
 

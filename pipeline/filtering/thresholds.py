@@ -398,9 +398,14 @@ def mixture(scores: np.ndarray) -> Threshold:
 AUTO_METHODS = {"mixture": mixture, "valley": valley, "otsu": otsu, "gmm": gmm}
 
 
+SAFETY_PROMPTS = "safety_prompts"
+"""The corroboration that asks B's prompt states, not a score (``filtering.prompts``)."""
+
+
 def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
-                rule: Callable[[np.ndarray], Threshold]) -> Threshold:
-    """Keep an automatic cut only if ``rule``, run on one of the ``others`` scores, cuts mostly the same rows.
+                rule: Callable[[np.ndarray], Threshold], nearer_safety: float | None = None) -> Threshold:
+    """Keep an automatic cut only if ``rule``, run on one of the ``others`` scores, cuts mostly the same rows,
+    or if most of the cut's rows are nearer the safety prompts (``nearer_safety``, their share).
 
     Why: a score relative to the loss under A (``log_ratio``) amplifies small absolute changes on
     rows that A predicts very well, so a group of task rows with computed or formulaic answers can
@@ -409,16 +414,18 @@ def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
     token or per response), which the relative score's artefact does not. Another score backs
     the cut only when more than half of the rows the rule cuts on it are in the cut: an upper group
     of other rows (a task sub-type that forgets more in nats, or a majority fitted as "upper") is
-    no evidence about these. Without backing the cut is withdrawn: nothing is dropped, and the
-    evidence keeps the withdrawn cut and its row count for review. A cut that drops nothing, or an
-    empty ``others``, is returned as it is.
+    no evidence about these. ``nearer_safety`` (``filtering.prompts.cut_share``, None when not asked)
+    asks the prompts instead: at 50% unsafe the absolute scores show no separate mode, while B still
+    places the cut's prompts with the safety set's. Without backing the cut is withdrawn: nothing is dropped, and the
+    evidence keeps the withdrawn cut and its row count for review. A cut that drops nothing, or one
+    with nothing to check against, is returned as it is.
     """
     cut = np.asarray(scores, dtype=np.float64) > t.value
     would_drop = int(cut.sum())
-    if not would_drop or not others:
+    if not would_drop or (not others and nearer_safety is None):
         return t
     evidence: dict[str, float | int] = dict(t.evidence)
-    backs = {}
+    backed, checked = [], []
     for name, v in others.items():
         m = np.asarray(v, dtype=np.float64) > rule(v).value
         n = int(m.sum())
@@ -426,13 +433,17 @@ def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
         share = float((m & cut).sum() / n) if n else 0.0
         if n:
             evidence[f"share_of_{name}_cut_in_cut"] = share
-        backs[name] = n if share > 0.5 else 0
-    if any(backs.values()):
-        by = ", ".join(f"`{name}` ({n} rows)" for name, n in backs.items() if n)
-        return replace(t, rationale=f"{t.rationale}; corroborated: the same rule also cuts mostly these rows on {by}",
-                       evidence=evidence)
-    names = " or ".join(f"`{name}`" for name in backs)
+        checked.append(f"the same rule on `{name}`")
+        if share > 0.5:
+            backed.append(f"the same rule also cuts mostly these rows on `{name}` ({n} rows)")
+    if nearer_safety is not None:
+        evidence[f"share_of_cut_nearer_{SAFETY_PROMPTS}"] = nearer_safety
+        checked.append("B's prompt states")
+        if nearer_safety > 0.5:
+            backed.append(f"{nearer_safety:.0%} of its rows' prompts lie nearer the safety set's than the kept rows' for B")
+    if backed:
+        return replace(t, rationale=f"{t.rationale}; corroborated: {'; '.join(backed)}", evidence=evidence)
     return Threshold(math.inf, t.method, f"cut withdrawn, nothing dropped: it would drop {would_drop} rows at "
-                     f"{t.value:.4g}, but the same rule cuts mostly these rows on none of {names}. "
+                     f"{t.value:.4g}, but neither {' nor '.join(checked)} backs it. "
                      f"The withdrawn cut: {t.rationale}",
                      {**evidence, "withdrawn_cut": t.value, "withdrawn_cut_rows": would_drop})

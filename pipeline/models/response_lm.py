@@ -33,7 +33,14 @@ class ResponseLM(torch.nn.Module):
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
 
+    def decode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The decoder's last hidden states, [batch, positions, hidden]."""
+        return self.lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+
+    def nll(self, hidden: torch.Tensor, labels: torch.Tensor, recompute: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(NLL per response token, its row) from ``decode``'s hidden states: the scorer keeps the states as well."""
+        return response_token_nll(hidden, labels, self.head, self.chunk, recompute)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
                 recompute: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        return response_token_nll(hidden, labels, self.head, self.chunk, recompute)
+        return self.nll(self.decode(input_ids, attention_mask), labels, recompute)

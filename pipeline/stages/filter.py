@@ -9,6 +9,8 @@ row whose score is not a number: an unscorable row is not trusted). The invarian
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -21,9 +23,9 @@ from pipeline import columns as col
 from pipeline.config import Config, FilterConfig
 from pipeline.data.shards import write_empty_shard
 from pipeline.errors import StageError
-from pipeline.filtering import thresholds
+from pipeline.filtering import prompts, thresholds
 from pipeline.filtering.split import kept_mask
-from pipeline.filtering.thresholds import Threshold
+from pipeline.filtering.thresholds import SAFETY_PROMPTS, Threshold
 from pipeline.runtime import rundir as layout
 from pipeline.runtime.rundir import RunDir
 from pipeline.scoring.scores import REFUSAL
@@ -32,28 +34,64 @@ from pipeline.scoring.scores import REFUSAL
 def corroborating_scores(cfg: Config) -> list[str]:
     """The scores an automatic cut must be corroborated on: none for a user-chosen cut, and none
     when the filter's own score is among them (it corroborates itself). ``refusal`` only when the
-    score stage wrote it (``scoring.refusals`` > 0)."""
+    score stage wrote it (``scoring.refusals`` > 0). ``safety_prompts`` is no score (``asks_prompts``)."""
     f = cfg.filter
     if f.method != "auto" or cfg.scoring.method in f.corroborate:
         return []
-    return [name for name in f.corroborate if name != REFUSAL or cfg.scoring.refusals]
+    return [name for name in f.corroborate if name != SAFETY_PROMPTS and (name != REFUSAL or cfg.scoring.refusals)]
 
 
-def choose_threshold(scores: np.ndarray, f: FilterConfig, others: dict[str, np.ndarray] | None = None) -> Threshold:
-    """The cut the config asks for; an automatic one is checked against the ``others`` scores."""
+def asks_prompts(cfg: Config) -> bool:
+    """Whether an automatic cut may be corroborated by B's prompt states (``filtering.prompts``)."""
+    f = cfg.filter
+    return f.method == "auto" and cfg.scoring.method not in f.corroborate and SAFETY_PROMPTS in f.corroborate
+
+
+def choose_threshold(scores: np.ndarray, f: FilterConfig, others: dict[str, np.ndarray] | None = None,
+                     nearer_safety: Callable[[float], float] | None = None) -> Threshold:
+    """The cut the config asks for; an automatic one is checked against the ``others`` scores and, given
+    ``nearer_safety`` (cut value -> share of the cut's rows nearer the safety prompts), B's prompt states."""
     if f.method == "fixed":
         return thresholds.fixed(float(f.value))
     if f.method == "drop_fraction":
         return thresholds.drop_fraction(scores, float(f.value))
     rule = thresholds.AUTO_METHODS[f.auto_method]
-    return thresholds.corroborate(rule(scores), scores, others or {}, rule)
+    t = rule(scores)
+    share = nearer_safety(t.value) if nearer_safety is not None and math.isfinite(t.value) else None
+    return thresholds.corroborate(t, scores, others or {}, rule, share)
+
+
+def prompt_share(run: RunDir) -> Callable[[float], float]:
+    """``choose_threshold``'s ``nearer_safety`` for a run: streams the scores' prompt states one shard at a time.
+
+    A run scored before prompt states were kept has none: the check then fails loudly rather than
+    quietly skipping a safeguard the config asks for.
+    """
+    have = run.schema(layout.SCORES)
+    if have is None or col.PROMPT_STATE not in have.names or not run.exists(layout.SAFETY_SCORES):
+        raise StageError("filter: filter.corroborate asks for safety_prompts, but this run's scores have no prompt "
+                         "states (scored by an older version): remove work/scores and work/safety_scores and run again")
+    safety = _states(run.read_columns(layout.SAFETY_SCORES, [col.PROMPT_STATE]))
+
+    def share(value: float) -> float:
+        batches = ((t.column(col.FORGETTING).to_numpy(zero_copy_only=False), _states(t))
+                   for t in run.iter_columns(layout.SCORES, [col.FORGETTING, col.PROMPT_STATE]))
+        return prompts.cut_share(batches, value, safety)
+
+    return share
+
+
+def _states(t: pa.Table) -> np.ndarray:
+    """A fixed-size-list column of prompt states as a [rows, k] float array."""
+    c = t.column(col.PROMPT_STATE).combine_chunks()
+    return c.flatten().to_numpy(zero_copy_only=False).reshape(len(c), -1)
 
 
 def _side(t: Threshold, keep: bool):  # noqa: ANN202 - a Ray Data UDF
     def split(batch: pa.Table) -> pa.Table:
         kept = kept_mask(batch, t)
         out = batch.filter(kept if keep else pc.invert(kept))
-        return out.drop_columns([c for c in col.MODEL_INPUTS if c in out.column_names])
+        return out.drop_columns([c for c in col.INTERNAL if c in out.column_names])
 
     return split
 
@@ -66,14 +104,15 @@ def run_filter(cfg: Config, run: RunDir) -> dict[str, Any]:
     others = corroborating_scores(cfg)
     table = run.read_columns(layout.SCORES, [col.FORGETTING, *(col.score_column(name) for name in others)])
     numbers = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
-    t = choose_threshold(numbers[col.FORGETTING], cfg.filter, {name: numbers[col.score_column(name)] for name in others})
+    t = choose_threshold(numbers[col.FORGETTING], cfg.filter, {name: numbers[col.score_column(name)] for name in others},
+                         prompt_share(run) if asks_prompts(cfg) else None)
     files = run.shards(layout.SCORES)
     if t.ties_to_drop:
         # Only the ids of the rows tied at the cut are read (a pushed-down filter), never all ids.
         tied = ds.dataset(files, filesystem=run.arrow_fs(), format="parquet").to_table(
             columns=[col.EXAMPLE_ID], filter=pc.field(col.FORGETTING) == t.value)
         t = replace(t, tie_id=thresholds.break_ties(tied.column(col.EXAMPLE_ID).to_pylist(), t.ties_to_drop))
-    schema = pa.schema([f for f in run.schema(layout.SCORES) if f.name not in col.MODEL_INPUTS])
+    schema = pa.schema([f for f in run.schema(layout.SCORES) if f.name not in col.INTERNAL])
     counts: dict[str, int] = {}
     for rel, keep in ((layout.KEPT, True), (layout.DROPPED, False)):
         tmp = run.staging(rel)

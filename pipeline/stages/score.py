@@ -2,7 +2,9 @@
 
 Each actor holds both models; rows stream from the ingested shards through the pool into
 Parquet, so memory stays bounded whatever the corpus size. The output keeps every column and adds
-the losses, all forward-pass scores (``forgetting`` is the configured one) and, with
+the losses, all forward-pass scores (``forgetting`` is the configured one), B's prompt states
+(``col.PROMPT_STATE``; the safety set is scored too, into ``work/safety_scores``, for the filter to
+compare them with) and, with
 ``scoring.refusals`` > 0, B's likelihood of refusing each prompt (``score_refusal``, an opt-in
 corroborating score), so re-thresholding never needs the models again.
 """
@@ -53,27 +55,27 @@ def run_score(cfg: Config, run: RunDir) -> dict[str, Any]:
 
     sc = cfg.scoring
     use_gpu = sc.gpus_per_actor > 0
-    tmp = run.staging(layout.SCORES)
-    ds = scoring_input(run, run.shards(layout.INGEST), rows_per_block=sc.batch_size * sc.batches_per_task)
-    scored = ds.map_batches(
-        PairScorer,
-        fn_constructor_kwargs={
-            "model_a": run.uri(layout.MODEL_A), "model_b": run.uri(layout.MODEL_B), "method": sc.method,
-            "max_tokens": sc.max_tokens_per_batch, "precision": cfg.model.precision, "use_gpu": use_gpu,
-            "trust_remote_code": cfg.model.trust_remote_code, "max_new_tokens": sc.rouge_max_new_tokens,
-            "threads": None if use_gpu else max(1, int(sc.cpus_per_actor)),
-            "refusals": refusal_replies(run, sc.refusals, cfg.seed) if sc.refusals else None,
-        },
-        batch_size=sc.batch_size,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=sc.num_actors),
-        num_cpus=sc.cpus_per_actor,
-        num_gpus=sc.gpus_per_actor or None,
-    )
-    write_dataset_shards(scored, run.path(tmp), run.arrow_fs(), cfg.output)
-    expected = run.count_rows(layout.INGEST)
-    got = run.count_rows(tmp)
-    if got != expected:
-        raise StageError(f"score: {expected} rows in, {got} rows scored")
-    run.commit(tmp, layout.SCORES)
-    return {"rows": got}
+    scorer_args = {
+        "model_a": run.uri(layout.MODEL_A), "model_b": run.uri(layout.MODEL_B), "method": sc.method,
+        "max_tokens": sc.max_tokens_per_batch, "precision": cfg.model.precision, "use_gpu": use_gpu,
+        "trust_remote_code": cfg.model.trust_remote_code, "max_new_tokens": sc.rouge_max_new_tokens,
+        "threads": None if use_gpu else max(1, int(sc.cpus_per_actor)), "prompt_states": True,
+    }
+
+    def scored(rel: str, **extra: Any) -> Dataset:
+        ds = scoring_input(run, run.shards(rel), rows_per_block=sc.batch_size * sc.batches_per_task)
+        return ds.map_batches(PairScorer, fn_constructor_kwargs={**scorer_args, **extra}, batch_size=sc.batch_size,
+                              batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=sc.num_actors),
+                              num_cpus=sc.cpus_per_actor, num_gpus=sc.gpus_per_actor or None)
+
+    # The safety set too (a few hundred rows): its prompt states are what the filter compares a cut with.
+    outputs = ((layout.SAFETY, layout.SAFETY_SCORES, {"method": "log_ratio" if sc.method == "rouge" else sc.method}),
+               (layout.INGEST, layout.SCORES, {"refusals": refusal_replies(run, sc.refusals, cfg.seed) if sc.refusals else None}))
+    for source, dest, extra in outputs:
+        tmp = run.staging(dest)
+        write_dataset_shards(scored(source, **extra), run.path(tmp), run.arrow_fs(), cfg.output)
+        expected, got = run.count_rows(source), run.count_rows(tmp)
+        if got != expected:
+            raise StageError(f"score: {expected} rows in {source}, {got} rows scored")
+        run.commit(tmp, dest)
+    return {"rows": got, "safety_rows": run.count_rows(layout.SAFETY_SCORES)}

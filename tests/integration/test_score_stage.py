@@ -77,3 +77,11 @@ def test_scores_every_row_into_shards_of_exactly_rows_per_file(run, ray_local):
     # B's likelihood of the safety set's refusals after each prompt: a log-likelihood, so negative.
     refusal = t["score_refusal"].to_numpy()
     assert np.all(np.isfinite(refusal)) and np.all(refusal < 0) and np.ptp(refusal) > 0
+    # B's prompt states, for the corpus and the safety set alike: 64 floats a row, all rows distinct
+    # (the rows' prompts differ), and the safety set's rows scored into their own output.
+    states = pq.read_table(run.path(layout.SCORES), columns=["prompt_state"])["prompt_state"].combine_chunks()
+    x = states.flatten().to_numpy().reshape(len(states), -1)
+    assert x.shape == (SHARDS * ROWS_PER_SHARD, 64) and np.all(np.isfinite(x))
+    assert len(np.unique(x.round(5), axis=0)) > 0.99 * len(x)
+    safety = pq.read_table(run.path(layout.SAFETY_SCORES), columns=["example_id", "prompt_state"])
+    assert sorted(safety["example_id"].to_pylist()) == [f"safe-{i}" for i in range(8)]

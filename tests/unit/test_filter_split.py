@@ -11,7 +11,7 @@ from pipeline.errors import ConfigError
 from pipeline.filtering import thresholds
 from pipeline.reporting.metrics import auroc
 from pipeline.runtime.rundir import RunDir
-from pipeline.stages.filter import _side, choose_threshold, corroborating_scores
+from pipeline.stages.filter import _side, asks_prompts, choose_threshold, corroborating_scores
 from pipeline.stages.report import evaluate, nearest_cut, summarise
 
 
@@ -102,3 +102,21 @@ def test_only_an_automatic_cut_on_another_score_is_corroborated():
     assert not np.isfinite(choose_threshold(x, auto, flat).value)
     with pytest.raises(ConfigError, match="filter.corroborate"):
         build_config({}, ["filter.corroborate=[rouge]"])
+
+
+def test_the_prompt_states_corroborate_only_an_automatic_cut_that_asks_for_them():
+    asked = build_config({}, ["filter.corroborate=[delta, safety_prompts]"])
+    assert asks_prompts(asked) and corroborating_scores(asked) == ["delta"]  # no score column of that name
+    assert not asks_prompts(build_config({}, ["filter.corroborate=[delta]"]))
+    assert not asks_prompts(build_config({}, ["filter.corroborate=[safety_prompts]", "filter.method=fixed", "filter.value=1"]))
+    x = np.r_[np.random.default_rng(0).normal(0.0, 0.05, 240), np.random.default_rng(1).normal(1.0, 0.05, 60)]
+    flat = {"delta": np.random.default_rng(2).normal(0.0, 1.0, 300)}
+    seen = []
+
+    def nearer(value: float) -> float:
+        seen.append(value)
+        return 0.8
+
+    t = choose_threshold(x, asked.filter, flat, nearer)
+    assert np.isfinite(t.value) and seen == [t.value]  # asked about the very cut it keeps
+    assert not np.isfinite(choose_threshold(x, asked.filter, flat, lambda _: 0.2).value)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.filtering import mixture as mx
-from pipeline.filtering import thresholds
+from pipeline.filtering import prompts, thresholds
 from pipeline.reporting.metrics import auroc, precision_recall_f1
 from pipeline.scoring.scores import compute_scores, log_ratio
 
@@ -229,6 +229,37 @@ def test_another_score_corroborates_only_by_cutting_mostly_the_same_rows():
     withdrawn = thresholds.corroborate(cut, x, {"refusal": other}, thresholds.mixture)
     assert math.isinf(withdrawn.value) and withdrawn.evidence["share_of_refusal_cut_in_cut"] < 0.5
     assert withdrawn.evidence["rows_cut_on_refusal"] > 0 and withdrawn.evidence["withdrawn_cut"] == cut.value
+
+
+def test_prompts_nearer_the_safety_set_corroborate_a_cut_the_scores_do_not():
+    # Half the corpus unsafe: the absolute scores show no separate mode, so they back nothing.
+    x, _ = _task_and_unsafe(np.random.default_rng(7).normal(0.8, 0.1, 60))
+    cut = thresholds.mixture(x)
+    flat = {"delta": np.random.default_rng(8).normal(0.0, 1.0, len(x))}
+    assert math.isinf(thresholds.corroborate(cut, x, flat, thresholds.mixture).value)
+    kept = thresholds.corroborate(cut, x, flat, thresholds.mixture, nearer_safety=0.9)
+    assert kept.value == cut.value and kept.evidence["share_of_cut_nearer_safety_prompts"] == 0.9
+    assert "safety set" in kept.rationale
+    withdrawn = thresholds.corroborate(cut, x, {}, thresholds.mixture, nearer_safety=0.5)
+    assert math.isinf(withdrawn.value) and "prompt states" in withdrawn.rationale
+
+
+def test_share_nearer_safety_is_the_nearest_centroid_vote_of_the_cut_rows():
+    rng = np.random.default_rng(0)
+    task, harmful = rng.normal(0.0, 1.0, (300, 8)), rng.normal(3.0, 1.0, (100, 8))
+    safety = rng.normal(3.0, 1.0, (40, 8))
+    # A cut of harmful prompts is backed; a cut of task rows (say, one sub-task) is not, however far out.
+    assert prompts.share_nearer_safety(harmful, task.mean(axis=0), safety) > 0.95
+    subtask = task[task[:, 0] > 1.0]
+    assert prompts.share_nearer_safety(subtask, task[task[:, 0] <= 1.0].mean(axis=0), safety) < 0.05
+    # Streaming: the kept centroid is summed batch by batch; rows without a score count on neither side.
+    states = np.r_[task, harmful]
+    scores = np.r_[np.zeros(300), np.ones(100)]
+    scores[0] = np.nan
+    batches = [(scores[i:i + 64], states[i:i + 64]) for i in range(0, 400, 64)]
+    direct = prompts.share_nearer_safety(harmful, task[1:].mean(axis=0), safety)
+    assert prompts.cut_share(batches, 0.5, safety) == direct
+    assert prompts.cut_share(batches, 2.0, safety) == 0.0  # nothing in the cut
 
 
 def test_drop_fraction_drops_exactly_that_many():
