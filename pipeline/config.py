@@ -152,7 +152,7 @@ class FilterConfig(Section):
         "(Ashman's D >= 2)."
     )
     corroborate: list[Literal[(*SCORES, REFUSAL, SAFETY_PROMPTS)]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: ["delta", "seq_logprob_drop"],
+        default_factory=lambda: ["delta", "seq_logprob_drop", SAFETY_PROMPTS],
         description="`auto` only: the cut on scoring.method stands only if the same rule, run on at least one of these "
         "scores, cuts rows more than half of which are in the cut; otherwise nothing is dropped and the report shows "
         "the withdrawn cut. `delta` and `seq_logprob_drop` measure forgetting in absolute terms, so they do not share "
@@ -161,8 +161,9 @@ class FilterConfig(Section):
         "the absolute scores show no separate mode, but backed a 41% cut of a clean calendar corpus, so it is not in "
         "the default. `safety_prompts` is no score: the cut stands if most of its rows' prompts lie nearer, in model "
         "B's hidden state at the last prompt token, to the safety set's prompts than to the kept rows' (nearest "
-        "centroid; costs nothing extra, the states come out of the scoring pass). `[]` turns the check off; a list "
-        "holding scoring.method checks nothing.",
+        "centroid; the states come out of the scoring pass). It gave back the cuts at 25-50% unsafe that the "
+        "absolute scores withdrew and backed no clean corpus's cut; it cannot see unsafe replies to harmless prompts, "
+        "which the absolute scores still can. `[]` turns the check off; a list holding scoring.method checks nothing.",
     )
 
 

@@ -105,6 +105,7 @@ def test_only_an_automatic_cut_on_another_score_is_corroborated():
 
 
 def test_the_prompt_states_corroborate_only_an_automatic_cut_that_asks_for_them():
+    assert asks_prompts(build_config({}))  # the default
     asked = build_config({}, ["filter.corroborate=[delta, safety_prompts]"])
     assert asks_prompts(asked) and corroborating_scores(asked) == ["delta"]  # no score column of that name
     assert not asks_prompts(build_config({}, ["filter.corroborate=[delta]"]))
