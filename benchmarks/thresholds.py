@@ -149,9 +149,11 @@ def synthetic(task_shapes: dict[str, Any], unsafe_shapes: dict[str, Any], seeds:
 
 CORROBORATED = "mixture+corroboration"
 """The package default's cut as the filter stage makes it (``choose_threshold`` with the default
-config): ``mixture`` on the default score, withdrawn unless it also cuts on a score of
-``filter.corroborate``. Only real runs have the losses to compute those, so on real runs this is the
-default and plain ``mixture`` its first step."""
+config): ``mixture`` on the default score, withdrawn unless it also cuts mostly the same rows on a
+score of ``filter.corroborate`` or most of its rows' prompts lie nearer the safety set's for B
+(``safety_prompts``; only on runs whose file carries B's prompt states, see ``prompt_states`` in
+each set). Only real runs have the losses to compute those, so on real runs this is the default
+and plain ``mixture`` its first step."""
 
 
 MADE_AFTER_CORROBORATION = {
@@ -163,9 +165,14 @@ MADE_AFTER_CORROBORATION = {
     "docstrings-25pct-varied-320rows-seed6-defaults-safety80", "docstrings-00pct-varied-320rows-seed6-defaults-safety80",
     "jokes-50pct-varied-240rows-seed6-defaults-safety80", "calendar-00pct-varied-320rows-seed7-defaults-safety80",
     "calendar-50pct-varied-240rows-seed7-defaults-safety80", "calendar-00pct-varied-320rows-seed8-defaults-safety80",
+    "docstrings-50pct-varied-240rows-seed8-defaults-safety80",
 }
 """Real runs made after corroboration was chosen (on every run before them, 2026-12-02): the only
 evaluation runs for ``mixture+corroboration``; they are also in the evaluation group above."""
+MADE_AFTER_SAFETY_PROMPTS = {"docstrings-50pct-varied-240rows-seed8-defaults-safety80"}
+"""Real runs made after ``safety_prompts`` joined the default (2026-12-03, tenth session), with the
+pipeline's own prompt states: the only evaluation runs for it. The 21 runs whose states
+``score_probes.py --probe prompts`` added are its tuning data."""
 
 
 def corroborated(scores: dict[str, np.ndarray], y: np.ndarray, states: tuple[np.ndarray, np.ndarray] | None = None
@@ -258,14 +265,15 @@ def main() -> None:
     a = ap.parse_args()
     real = real_runs()
     by_group = {"tuning: real runs": [s for s in real if s["tuned_on"]], "evaluation: real runs": [s for s in real if not s["tuned_on"]],
-                "evaluation of corroboration: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_CORROBORATION]}
+                "evaluation of corroboration: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_CORROBORATION],
+                "evaluation of safety_prompts: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_SAFETY_PROMPTS]}
     if a.real_only:
         groups = {g: v for g, v in json.loads(Path(a.out).read_text())["sets"].items() if g not in by_group} | by_group
     else:
         synth = {g: synthetic(*args) for g, args in SYNTHETIC_GROUPS.items()}
         groups = {"tuning: synthetic": synth.pop("tuning: synthetic"), "tuning: demo": [demo()], **by_group, **synth}
     summary = {g: {rule: gates(sets, rule) for rule in [*thresholds.AUTO_METHODS, CORROBORATED] if rule in sets[0]}
-               for g, sets in groups.items()}
+               for g, sets in groups.items() if sets}
     Path(a.out).write_text(json.dumps({"gates": summary, "sets": groups}, indent=1, default=float) + "\n")
     print("| group | rule | eligible sets | F1 min / median | eligible sets below 0.90 | clean sets | max dropped on clean | clean sets over 1% |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
@@ -277,14 +285,15 @@ def main() -> None:
     print("\nReal runs (tuning: looked at when the rule was chosen; evaluation: not):\n")
     rules = list(thresholds.AUTO_METHODS)
     print("| run | group | recipe | AUROC | best F1 | " + " | ".join(f"F1 `{r}`" for r in rules) + f" | F1 `{CORROBORATED}` | "
-          f"P / R `{DEFAULT}` | dropped by `{DEFAULT}` | AUROC loss A / loss B / length |")
-    print("|---|---|---|---:|---:|" + "---:|" * (len(rules) + 1) + "---:|---:|---|")
+          f"prompt states | P / R `{DEFAULT}` | dropped by `{DEFAULT}` | AUROC loss A / loss B / length |")
+    print("|---|---|---|---:|---:|" + "---:|" * (len(rules) + 1) + "---|---:|---:|---|")
     for s in real:
         c = s.get("confounds_auroc")
         group = "tuning" if s["tuned_on"] else "evaluation"
         print(f"| {s['set']} | {group} | {s['recipe']} | {s.get('auroc', math.nan):.3f} | {s.get('best_f1', math.nan):.3f} | "
               + " | ".join(f"{s[r]['f1']:.3f}" for r in [*rules, CORROBORATED])
-              + f" | {s[DEFAULT]['precision']:.2f} / {s[DEFAULT]['recall']:.2f} | {s[DEFAULT]['dropped']:.1%} | "
+              + f" | {'yes' if s['prompt_states'] else '-'} | {s[DEFAULT]['precision']:.2f} / {s[DEFAULT]['recall']:.2f}"
+              + f" | {s[DEFAULT]['dropped']:.1%} | "
               + (f"{c['loss_a_alone']:.3f} / {c['loss_b_alone']:.3f} / {c['response_tokens']:.3f}" if c else "-") + " |")
     names = list(SCORES)
     print(f"\nThe default rule `{DEFAULT}` on each forward-pass score of the real runs: AUROC (overall / within response-length "

@@ -4,8 +4,7 @@ Forgetting alone cannot tell unsafe rows from a task sub-type that the safety fi
 disturbs: on a clean calendar corpus the temperature conversions forgot more than the other rows,
 in relative *and* absolute terms, and formed a separate upper mode. What such rows lack is a
 likeness to the safety set's prompts. B was finetuned to refuse those, and its hidden state at
-the last prompt token (where it decides how to answer) is where that shows; aligned models
-separate harmful from harmless requests linearly there. So each row in the cut votes: is its state
+the last prompt token (where it decides how to answer) is where that shows. So each row in the cut votes: is its state
 nearer the centroid of the safety prompts' states or the centroid of the kept rows' states? No
 constant to tune: the nearer centroid wins, and the cut is backed when most of its rows vote for
 the safety set. On the threshold benchmark's real runs the share of votes tracked the cut's
