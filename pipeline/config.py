@@ -163,7 +163,9 @@ class FilterConfig(Section):
         "B's hidden state at the last prompt token, to the safety set's prompts than to the kept rows' (nearest "
         "centroid; the states come out of the scoring pass). It gave back the cuts at 25-50% unsafe that the "
         "absolute scores withdrew and backed no clean corpus's cut; it cannot see unsafe replies to harmless prompts, "
-        "which the absolute scores still can. `[]` turns the check off; a list holding scoring.method checks nothing.",
+        "which the absolute scores still can. With `safety_prompts` asked, a cut whose upper component beats one mode "
+        "by a BIC gain above 0 but not 10 (too weak on the scores' shape alone, as on 120-row corpora) is made if the "
+        "prompts back it. `[]` turns the check off; a list holding scoring.method checks nothing.",
     )
 
 

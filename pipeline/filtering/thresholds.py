@@ -301,6 +301,12 @@ def valley(scores: np.ndarray) -> Threshold:
 
 BIC_MIN = 10.0
 """A second component must lower BIC by more than 10: "very strong" evidence (Kass & Raftery 1995)."""
+WEAK_CUT = "weak_cut"
+"""Evidence key of the cut ``mixture`` would make when two components fit better (BIC gain > 0) but
+not by ``BIC_MIN``: nothing is dropped on the scores' shape alone, but B's prompt states may back it
+(``corroborate``)."""
+WEAK_UNSAFE_SHARE = "weak_cut_estimated_unsafe_share"
+"""The share of rows the weak fit's upper component holds (``estimated_unsafe_share`` if it is backed)."""
 RIGHT_MASS_MIN = 0.9
 """...put at least 90% of its mass above the task mode: unsafe rows are forgotten *more*, so a
 component that also explains the left tail is the task mode's own heavy tails, not unsafe rows..."""
@@ -384,6 +390,8 @@ def mixture(scores: np.ndarray) -> Threshold:
     null, unsafe = two.components
     evidence.update(bic_gain=gain, task_mode=null.mu, task_scale_right=null.right, unsafe_mode=unsafe.mu)
     if gain <= BIC_MIN:
+        if gain > 0:  # too weak on the shape alone; independent evidence may still back this cut
+            evidence.update({WEAK_CUT: value, WEAK_UNSAFE_SHARE: two.weights[1]})
         return Threshold(math.inf, "mixture", f"one mode explains the scores (a separate upper component lowers BIC "
                          f"by only {gain:.1f} <= {BIC_MIN:g}): nothing dropped", evidence)
     z = (value - null.mu) / null.right
@@ -417,9 +425,12 @@ def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
     no evidence about these. ``nearer_safety`` (``filtering.prompts.cut_share``, None when not asked)
     asks the prompts instead: at 50% unsafe the absolute scores show no separate mode, while B still
     places the cut's prompts with the safety set's. Without backing the cut is withdrawn: nothing is dropped, and the
-    evidence keeps the withdrawn cut and its row count for review. A cut that drops nothing, or one
-    with nothing to check against, is returned as it is.
+    evidence keeps the withdrawn cut and its row count for review. A cut with nothing to check against
+    is returned as it is; so is a rule that dropped nothing, unless it held back a weak cut that the
+    prompts back (``_backed_by_prompts``).
     """
+    if not math.isfinite(t.value):
+        return _backed_by_prompts(t, scores, nearer_safety)
     cut = np.asarray(scores, dtype=np.float64) > t.value
     would_drop = int(cut.sum())
     if not would_drop or (not others and nearer_safety is None):
@@ -447,3 +458,31 @@ def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
                      f"{t.value:.4g}, but neither {' nor '.join(checked)} backs it. "
                      f"The withdrawn cut: {t.rationale}",
                      {**evidence, "withdrawn_cut": t.value, "withdrawn_cut_rows": would_drop})
+
+
+def proposed_cut(t: Threshold) -> float | None:
+    """The cut a corroboration is asked about: the rule's own, or the weak one it held back (``WEAK_CUT``)."""
+    return t.value if math.isfinite(t.value) else t.evidence.get(WEAK_CUT)
+
+
+def _backed_by_prompts(t: Threshold, scores: np.ndarray, nearer_safety: float | None) -> Threshold:
+    """A rule that dropped nothing, unless it held back a weak cut that B's prompt states back.
+
+    Why only the prompts: the BIC bar asks "very strong" evidence of the scores' shape because
+    that shape is all the rule sees. The other scores come from the same two losses, so their
+    shape is no second opinion; the prompt states are (where a prompt lies for B says nothing about
+    how its reply was forgotten). With that independent vote, positive evidence (BIC gain > 0) is
+    enough, and the vote's own bar stays the same majority as for any cut.
+    """
+    weak = t.evidence.get(WEAK_CUT)
+    if weak is None or nearer_safety is None:
+        return t
+    rows = int((np.asarray(scores, dtype=np.float64) > weak).sum())
+    evidence = {**t.evidence, f"share_of_cut_nearer_{SAFETY_PROMPTS}": nearer_safety}
+    if nearer_safety <= 0.5:
+        return Threshold(math.inf, t.method, f"{t.rationale}; the weak cut at {weak:.4g} ({rows} rows) is not backed "
+                         f"either: {nearer_safety:.0%} of its rows' prompts lie nearer the safety set's for B", evidence)
+    evidence["estimated_unsafe_share"] = evidence[WEAK_UNSAFE_SHARE]
+    return Threshold(float(weak), t.method, f"{t.rationale.removesuffix(': nothing dropped')}, too little on the scores' "
+                     f"shape alone; corroborated: {nearer_safety:.0%} of the {rows} rows above {weak:.4g} have prompts "
+                     f"nearer the safety set's than the kept rows' for B; cut at {weak:.4g}", evidence)

@@ -9,7 +9,6 @@ row whose score is not a number: an unscorable row is not trusted). The invarian
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -57,7 +56,8 @@ def choose_threshold(scores: np.ndarray, f: FilterConfig, others: dict[str, np.n
         return thresholds.drop_fraction(scores, float(f.value))
     rule = thresholds.AUTO_METHODS[f.auto_method]
     t = rule(scores)
-    share = nearer_safety(t.value) if nearer_safety is not None and math.isfinite(t.value) else None
+    cut = thresholds.proposed_cut(t)
+    share = nearer_safety(cut) if nearer_safety is not None and cut is not None else None
     return thresholds.corroborate(t, scores, others or {}, rule, share)
 
 

@@ -121,3 +121,10 @@ def test_the_prompt_states_corroborate_only_an_automatic_cut_that_asks_for_them(
     t = choose_threshold(x, asked.filter, flat, nearer)
     assert np.isfinite(t.value) and seen == [t.value]  # asked about the very cut it keeps
     assert not np.isfinite(choose_threshold(x, asked.filter, flat, lambda _: 0.2).value)
+    # A cut the rule held back as too weak on the scores' shape is asked about too.
+    r = np.random.default_rng(0)
+    few = np.r_[r.normal(0.05, 0.05, 15), r.normal(0.35, 0.08, 5)]
+    seen.clear()
+    t = choose_threshold(few, asked.filter, {}, nearer)
+    assert np.isfinite(t.value) and seen == [t.value]
+    assert not np.isfinite(choose_threshold(few, asked.filter, {}).value)

@@ -244,6 +244,30 @@ def test_prompts_nearer_the_safety_set_corroborate_a_cut_the_scores_do_not():
     assert math.isinf(withdrawn.value) and "prompt states" in withdrawn.rationale
 
 
+def test_a_cut_too_weak_on_the_shape_alone_is_made_only_if_the_prompts_back_it():
+    # 20 rows: two components fit better, but not by BIC_MIN, so the scores alone drop nothing.
+    r = np.random.default_rng(0)
+    x = np.r_[r.normal(0.05, 0.05, 15), r.normal(0.35, 0.08, 5)]
+    weak = thresholds.mixture(x)
+    assert math.isinf(weak.value) and 0 < weak.evidence["bic_gain"] <= thresholds.BIC_MIN
+    cut = weak.evidence[thresholds.WEAK_CUT]
+    assert thresholds.proposed_cut(weak) == cut and 0 < (x > cut).sum() < len(x)
+    # Another score with the same shape is no second opinion: it comes from the same losses.
+    same = {"delta": x.copy()}
+    assert math.isinf(thresholds.corroborate(weak, x, same, thresholds.mixture).value)
+    backed = thresholds.corroborate(weak, x, same, thresholds.mixture, nearer_safety=0.8)
+    assert backed.value == cut and "corroborated" in backed.rationale
+    assert backed.evidence["estimated_unsafe_share"] == weak.evidence[thresholds.WEAK_UNSAFE_SHARE] > 0
+    not_backed = thresholds.corroborate(weak, x, same, thresholds.mixture, nearer_safety=0.5)
+    assert math.isinf(not_backed.value) and "not backed" in not_backed.rationale
+    # No weak cut where one component fits better (BIC gain <= 0): the prompts cannot conjure a cut.
+    r = np.random.default_rng(2)
+    y = np.r_[r.normal(0.05, 0.05, 23), r.normal(0.35, 0.08, 7)]
+    one_mode = thresholds.mixture(y)
+    assert one_mode.evidence["bic_gain"] <= 0 and thresholds.proposed_cut(one_mode) is None
+    assert math.isinf(thresholds.corroborate(one_mode, y, {}, thresholds.mixture, nearer_safety=1.0).value)
+
+
 def test_share_nearer_safety_is_the_nearest_centroid_vote_of_the_cut_rows():
     rng = np.random.default_rng(0)
     task, harmful = rng.normal(0.0, 1.0, (300, 8)), rng.normal(3.0, 1.0, (100, 8))
