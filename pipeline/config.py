@@ -152,20 +152,18 @@ class FilterConfig(Section):
         "(Ashman's D >= 2)."
     )
     corroborate: list[Literal[(*SCORES, REFUSAL, SAFETY_PROMPTS)]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: ["delta", "seq_logprob_drop", SAFETY_PROMPTS],
-        description="`auto` only: the cut on scoring.method stands only if the same rule, run on at least one of these "
-        "scores, cuts rows more than half of which are in the cut; otherwise nothing is dropped and the report shows "
-        "the withdrawn cut. `delta` and `seq_logprob_drop` measure forgetting in absolute terms, so they do not share "
-        "log_ratio's artefact (task rows that A predicts very well form a high-ratio mode of their own). `refusal` "
-        "(B's likelihood of refusing the prompt; needs scoring.refusals > 0) held where half the corpus is unsafe and "
-        "the absolute scores show no separate mode, but backed a 41% cut of a clean calendar corpus, so it is not in "
-        "the default. `safety_prompts` is no score: the cut stands if most of its rows' prompts lie nearer, in model "
-        "B's hidden state at the last prompt token, to the safety set's prompts than to the kept rows' (nearest "
-        "centroid; the states come out of the scoring pass). It gave back the cuts at 25-50% unsafe that the "
-        "absolute scores withdrew and backed no clean corpus's cut; it cannot see unsafe replies to harmless prompts, "
-        "which the absolute scores still can. With `safety_prompts` asked, a cut whose upper component beats one mode "
-        "by a BIC gain above 0 but not 10 (too weak on the scores' shape alone, as on 120-row corpora) is made if the "
-        "prompts back it. `[]` turns the check off; a list holding scoring.method checks nothing.",
+        default_factory=lambda: [SAFETY_PROMPTS],
+        description="`auto` only: what must back the cut on scoring.method, or nothing is dropped and the report shows "
+        "the withdrawn cut; any one item backing it is enough. `safety_prompts` (the default) is no score: most of the "
+        "cut's rows' prompts must lie nearer, in model B's hidden state at the last prompt token, to the safety set's "
+        "prompts than to the kept rows' (nearest centroid; the states come out of the scoring pass). It also decides a "
+        "cut whose upper component beats one mode by a BIC gain above 0 but not 10 (too weak on the scores' shape "
+        "alone, as on 120-row corpora). A score (`delta`, `seq_logprob_drop`, `refusal`) backs the cut if the same "
+        "rule on it cuts rows more than half of which are in the cut. `delta` and `seq_logprob_drop` measure "
+        "forgetting in absolute terms, so they see unsafe replies to harmless prompts, which the prompts cannot; but "
+        "they also backed a 55% cut of a clean calendar corpus whose task rows the safety finetune made B forget. "
+        "`refusal` (B's likelihood of refusing the prompt; needs scoring.refusals > 0) backed a 41% clean cut. "
+        "`[]` turns the check off; a list holding scoring.method checks nothing.",
     )
 
 

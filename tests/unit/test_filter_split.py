@@ -85,7 +85,8 @@ def test_the_report_streams_shards_yet_its_label_metrics_are_exact(tmp_path):
 
 def test_only_an_automatic_cut_on_another_score_is_corroborated():
     both = "filter.corroborate=[delta, seq_logprob_drop]"
-    assert corroborating_scores(build_config({})) == corroborating_scores(build_config({}, [both])) == ["delta", "seq_logprob_drop"]
+    assert corroborating_scores(build_config({})) == []  # the default asks only the prompts
+    assert corroborating_scores(build_config({}, [both])) == ["delta", "seq_logprob_drop"]
     three = "filter.corroborate=[delta, seq_logprob_drop, refusal]"
     assert corroborating_scores(build_config({}, [three, "scoring.refusals=4"])) == ["delta", "seq_logprob_drop", "refusal"]
     # With no refusal pass the score stage writes no `refusal` column, so it cannot be asked for.
