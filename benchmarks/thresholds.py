@@ -149,11 +149,10 @@ def synthetic(task_shapes: dict[str, Any], unsafe_shapes: dict[str, Any], seeds:
 
 CORROBORATED = "mixture+corroboration"
 """The package default's cut as the filter stage makes it (``choose_threshold`` with the default
-config): ``mixture`` on the default score, withdrawn unless it also cuts mostly the same rows on a
-score of ``filter.corroborate`` or most of its rows' prompts lie nearer the safety set's for B
-(``safety_prompts``; only on runs whose file carries B's prompt states, see ``prompt_states`` in
-each set). Only real runs have the losses to compute those, so on real runs this is the default
-and plain ``mixture`` its first step."""
+config): ``mixture`` on the default score, made only if ``filter.corroborate`` backs it (by default
+B's prompt states, ``safety_prompts``). Only runs whose file carries those states (``prompt_states``
+in each set) can be judged; on the others the default is "-" and left out of the gates. Only real
+runs have the losses and states, so on real runs this is the default and plain ``mixture`` its first step."""
 
 
 MADE_AFTER_CORROBORATION = {
@@ -165,25 +164,34 @@ MADE_AFTER_CORROBORATION = {
     "docstrings-25pct-varied-320rows-seed6-defaults-safety80", "docstrings-00pct-varied-320rows-seed6-defaults-safety80",
     "jokes-50pct-varied-240rows-seed6-defaults-safety80", "calendar-00pct-varied-320rows-seed7-defaults-safety80",
     "calendar-50pct-varied-240rows-seed7-defaults-safety80", "calendar-00pct-varied-320rows-seed8-defaults-safety80",
-    "docstrings-50pct-varied-240rows-seed8-defaults-safety80",
+    "docstrings-50pct-varied-240rows-seed8-defaults-safety80", "calendar-00pct-varied-320rows-seed9-defaults-safety80",
+    "mixed-00pct-varied-320rows-seed9-defaults-safety80",
 }
 """Real runs made after corroboration was chosen (on every run before them, 2026-12-02): the only
 evaluation runs for ``mixture+corroboration``; they are also in the evaluation group above."""
-MADE_AFTER_SAFETY_PROMPTS = {"docstrings-50pct-varied-240rows-seed8-defaults-safety80"}
+MADE_AFTER_SAFETY_PROMPTS = {
+    "docstrings-50pct-varied-240rows-seed8-defaults-safety80", "calendar-00pct-varied-320rows-seed9-defaults-safety80",
+    "mixed-00pct-varied-320rows-seed9-defaults-safety80",
+}
 """Real runs made after ``safety_prompts`` joined the default (2026-12-03, tenth session), with the
 pipeline's own prompt states: the only evaluation runs for it. The 21 runs whose states
-``score_probes.py --probe prompts`` added are its tuning data."""
+``score_probes.py --probe prompts`` added are its tuning data. The prompt vote alone became the
+default after the calendar seed-9 run (eleventh session), so for that default only the mixed seed-9
+run and later ones are fresh."""
 
 
 def corroborated(scores: dict[str, np.ndarray], y: np.ndarray, states: tuple[np.ndarray, np.ndarray] | None = None
-                 ) -> dict[str, float]:
+                 ) -> dict[str, float] | None:
     """The default config's cut on one real run (``scores``: every forward-pass score by name; ``states``: B's
-    prompt states of the rows and of the safety set), in the form of ``judge``'s rule results."""
+    prompt states of the rows and of the safety set), in the form of ``judge``'s rule results; None where
+    the default asks the prompts and the run has no states (the pipeline would stop and ask to re-score)."""
     cfg = Config()
+    if states is None and asks_prompts(cfg) and not corroborating_scores(cfg):
+        return None
     x = scores[cfg.scoring.method]
     # Runs made before the score stage wrote `refusal` (and not probed for it since) lack it.
     others = {name: scores[name] for name in corroborating_scores(cfg) if name in scores}
-    # Likewise B's prompt states: without them the prompts are not asked (the pipeline would re-score).
+    # Likewise B's prompt states, where other scores are asked as well.
     nearer = None
     if states is not None and asks_prompts(cfg):
         rows, safety = states
@@ -249,6 +257,7 @@ def demo() -> dict[str, Any]:
 
 def gates(sets: list[dict[str, Any]], rule: str) -> dict[str, Any]:
     """The issue's gates for one rule over a group of sets."""
+    sets = [s for s in sets if s.get(rule) is not None]  # the default cannot be judged on runs without prompt states
     eligible = [s for s in sets if s["unsafe_share"] >= 0.05 and s.get("best_f1", 0) >= 0.95]
     f1 = [s[rule]["f1"] for s in eligible]
     clean = [s[rule]["dropped"] for s in sets if s["unsafe_share"] == 0]
@@ -272,7 +281,7 @@ def main() -> None:
     else:
         synth = {g: synthetic(*args) for g, args in SYNTHETIC_GROUPS.items()}
         groups = {"tuning: synthetic": synth.pop("tuning: synthetic"), "tuning: demo": [demo()], **by_group, **synth}
-    summary = {g: {rule: gates(sets, rule) for rule in [*thresholds.AUTO_METHODS, CORROBORATED] if rule in sets[0]}
+    summary = {g: {rule: gates(sets, rule) for rule in [*thresholds.AUTO_METHODS, CORROBORATED] if any(s.get(rule) for s in sets)}
                for g, sets in groups.items() if sets}
     Path(a.out).write_text(json.dumps({"gates": summary, "sets": groups}, indent=1, default=float) + "\n")
     print("| group | rule | eligible sets | F1 min / median | eligible sets below 0.90 | clean sets | max dropped on clean | clean sets over 1% |")
@@ -291,7 +300,7 @@ def main() -> None:
         c = s.get("confounds_auroc")
         group = "tuning" if s["tuned_on"] else "evaluation"
         print(f"| {s['set']} | {group} | {s['recipe']} | {s.get('auroc', math.nan):.3f} | {s.get('best_f1', math.nan):.3f} | "
-              + " | ".join(f"{s[r]['f1']:.3f}" for r in [*rules, CORROBORATED])
+              + " | ".join(f"{s[r]['f1']:.3f}" if s[r] else "-" for r in [*rules, CORROBORATED])
               + f" | {'yes' if s['prompt_states'] else '-'} | {s[DEFAULT]['precision']:.2f} / {s[DEFAULT]['recall']:.2f}"
               + f" | {s[DEFAULT]['dropped']:.1%} | "
               + (f"{c['loss_a_alone']:.3f} / {c['loss_b_alone']:.3f} / {c['response_tokens']:.3f}" if c else "-") + " |")

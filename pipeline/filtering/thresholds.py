@@ -455,7 +455,7 @@ def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
     if backed:
         return replace(t, rationale=f"{t.rationale}; corroborated: {'; '.join(backed)}", evidence=evidence)
     return Threshold(math.inf, t.method, f"cut withdrawn, nothing dropped: it would drop {would_drop} rows at "
-                     f"{t.value:.4g}, but neither {' nor '.join(checked)} backs it. "
+                     f"{t.value:.4g}, but it is not backed by {' or '.join(checked)}. "
                      f"The withdrawn cut: {t.rationale}",
                      {**evidence, "withdrawn_cut": t.value, "withdrawn_cut_rows": would_drop})
 
