@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from threshold_runs import rounded  # noqa: E402
 
 from pipeline import columns as col  # noqa: E402
-from pipeline.filtering.prompts import share_nearer_safety  # noqa: E402
+from pipeline.filtering.prompts import cut_share  # noqa: E402
 from pipeline.filtering.thresholds import mixture  # noqa: E402
 from pipeline.models.loading import load_model, load_tokenizer, resolve_model  # noqa: E402
 from pipeline.models.response_lm import ResponseLM  # noqa: E402
@@ -195,10 +195,10 @@ def prompt_states_probe(run: Path) -> dict[str, float]:
     dest.write_text(json.dumps(data, indent=None) + "\n", encoding="utf-8")
     rows = data["rows"]
     lr = log_ratio(np.array([r["loss_a"] for r in rows]), np.array([r["loss_b"] for r in rows]), np.ones(len(rows)))
-    cut = lr > mixture(lr).value
+    value = mixture(lr).value
+    cut = lr > value
     labels = np.array([r["label"] for r in rows], bool)
-    states_in_order = np.array([r["prompt_state"] for r in rows])
-    share = share_nearer_safety(states_in_order[cut], states_in_order[~cut].mean(axis=0), np.array(data["safety_prompt_states"]))
+    share = cut_share([(lr, np.array([r["prompt_state"] for r in rows]))], value, np.array(data["safety_prompt_states"]))
     return {"rows in the plain `mixture` cut": float(cut.sum()), "share of them nearer the safety prompts": share,
             "precision of that cut": float(labels[cut].mean()) if cut.any() else math.nan}
 
