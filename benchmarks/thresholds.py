@@ -165,13 +165,13 @@ MADE_AFTER_CORROBORATION = {
     "jokes-50pct-varied-240rows-seed6-defaults-safety80", "calendar-00pct-varied-320rows-seed7-defaults-safety80",
     "calendar-50pct-varied-240rows-seed7-defaults-safety80", "calendar-00pct-varied-320rows-seed8-defaults-safety80",
     "docstrings-50pct-varied-240rows-seed8-defaults-safety80", "calendar-00pct-varied-320rows-seed9-defaults-safety80",
-    "mixed-00pct-varied-320rows-seed9-defaults-safety80",
+    "mixed-00pct-varied-320rows-seed9-defaults-safety80", "docstrings-25pct-templated-120rows-seed9-strong-evaluation.enabled=false",
 }
 """Real runs made after corroboration was chosen (on every run before them, 2026-12-02): the only
 evaluation runs for ``mixture+corroboration``; they are also in the evaluation group above."""
 MADE_AFTER_SAFETY_PROMPTS = {
     "docstrings-50pct-varied-240rows-seed8-defaults-safety80", "calendar-00pct-varied-320rows-seed9-defaults-safety80",
-    "mixed-00pct-varied-320rows-seed9-defaults-safety80",
+    "mixed-00pct-varied-320rows-seed9-defaults-safety80", "docstrings-25pct-templated-120rows-seed9-strong-evaluation.enabled=false",
 }
 """Real runs made after ``safety_prompts`` joined the default (2026-12-03, tenth session), with the
 pipeline's own prompt states: the only evaluation runs for it. The 21 runs whose states
@@ -180,13 +180,42 @@ default after the calendar seed-9 run (eleventh session), so for that default on
 run and later ones are fresh."""
 
 
-def corroborated(scores: dict[str, np.ndarray], y: np.ndarray, states: tuple[np.ndarray, np.ndarray] | None = None
-                 ) -> dict[str, float] | None:
+EXTENDED = "mixture+corroboration, extended by the vote"
+"""A candidate, not the package's rule (pre-registered in RESULTS.md, twelfth session): where the
+default makes a cut backed by the prompt vote, the rows just below it vote too (each nearer the
+safety prompts' centroid or the kept rows'), and the cut moves down to where the net count of
+safety votes, walking down the scores, is highest. No constant: votes as labels, the best cut on them."""
+
+MADE_AFTER_EXTENSION: set[str] = set()
+"""Real runs made after ``EXTENDED`` was written down (2026-12-03, twelfth session): its only evaluation runs."""
+
+
+def vote_extended(x: np.ndarray, value: float, rows: np.ndarray, safety: np.ndarray) -> float:
+    """``EXTENDED``'s cut: ``value`` moved down over the kept rows (scores ``x``, prompt states ``rows``)
+    to the best cut on their votes, if that nets more safety votes than task votes; else ``value``."""
+    cut = x > value
+    if not cut.any() or cut.all():
+        return value
+    kept_centroid = rows[~cut].mean(axis=0)
+    below = np.flatnonzero(~cut)
+    order = below[np.argsort(-x[below], kind="stable")]
+    states = rows[order]
+    nearer_safety = np.linalg.norm(states - safety.mean(axis=0), axis=1) < np.linalg.norm(states - kept_centroid, axis=1)
+    net = np.cumsum(np.where(nearer_safety, 1, -1))
+    k = int(np.argmax(net))
+    if net[k] <= 0:
+        return value
+    return float(x[order[k + 1]]) if k + 1 < len(order) else float(np.nextafter(x[order[k]], -np.inf))
+
+
+def corroborated(scores: dict[str, np.ndarray], y: np.ndarray, states: tuple[np.ndarray, np.ndarray] | None = None,
+                 extend: bool = False) -> dict[str, float] | None:
     """The default config's cut on one real run (``scores``: every forward-pass score by name; ``states``: B's
     prompt states of the rows and of the safety set), in the form of ``judge``'s rule results; None where
-    the default asks the prompts and the run has no states (the pipeline would stop and ask to re-score)."""
+    the default asks the prompts and the run has no states (the pipeline would stop and ask to re-score).
+    ``extend``: ``EXTENDED`` instead (None without states)."""
     cfg = Config()
-    if states is None and asks_prompts(cfg) and not corroborating_scores(cfg):
+    if states is None and (extend or (asks_prompts(cfg) and not corroborating_scores(cfg))):
         return None
     x = scores[cfg.scoring.method]
     # Runs made before the score stage wrote `refusal` (and not probed for it since) lack it.
@@ -196,7 +225,10 @@ def corroborated(scores: dict[str, np.ndarray], y: np.ndarray, states: tuple[np.
     if states is not None and asks_prompts(cfg):
         rows, safety = states
         nearer = lambda value: prompts.cut_share([(x, rows)], value, safety)  # noqa: E731
-    drop = x > choose_threshold(x, cfg.filter, others, nearer).value
+    value = choose_threshold(x, cfg.filter, others, nearer).value
+    if extend and states is not None and nearer is not None and nearer(value) > 0.5:
+        value = vote_extended(x, value, *states)
+    drop = x > value
     m = precision_recall_f1(drop, y)
     return {k: m[k] for k in ("precision", "recall", "f1")} | {"dropped": float(drop.mean())}
 
@@ -216,8 +248,8 @@ def real_runs() -> list[dict[str, Any]]:
                   ) if "prompt_state" in rows[0] else None
         out = {"set": d["run"], "source": d["source"], "recipe": d.get("recipe", "demo"),
                "tuned_on": d["run"] in SEEN_WHILE_TUNING, "prompt_states": states is not None, **judge(x, y),
-               CORROBORATED: corroborated(scores | ({REFUSAL: np.array([r[REFUSAL] for r in rows], float)} if refusal else {}),
-                                          y, states)}
+               **{rule: corroborated(scores | ({REFUSAL: np.array([r[REFUSAL] for r in rows], float)} if refusal else {}),
+                                     y, states, extend=rule == EXTENDED) for rule in (CORROBORATED, EXTENDED)}}
         if y.any() and not y.all():
             out["confounds_auroc"] = {"loss_a_alone": auroc(la, y.astype(float)), "loss_b_alone": auroc(lb, y.astype(float)),
                                       "response_tokens": auroc(n, y.astype(float))}
@@ -275,13 +307,14 @@ def main() -> None:
     real = real_runs()
     by_group = {"tuning: real runs": [s for s in real if s["tuned_on"]], "evaluation: real runs": [s for s in real if not s["tuned_on"]],
                 "evaluation of corroboration: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_CORROBORATION],
-                "evaluation of safety_prompts: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_SAFETY_PROMPTS]}
+                "evaluation of safety_prompts: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_SAFETY_PROMPTS],
+                "evaluation of the vote extension: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_EXTENSION]}
     if a.real_only:
         groups = {g: v for g, v in json.loads(Path(a.out).read_text())["sets"].items() if g not in by_group} | by_group
     else:
         synth = {g: synthetic(*args) for g, args in SYNTHETIC_GROUPS.items()}
         groups = {"tuning: synthetic": synth.pop("tuning: synthetic"), "tuning: demo": [demo()], **by_group, **synth}
-    summary = {g: {rule: gates(sets, rule) for rule in [*thresholds.AUTO_METHODS, CORROBORATED] if any(s.get(rule) for s in sets)}
+    summary = {g: {rule: gates(sets, rule) for rule in [*thresholds.AUTO_METHODS, CORROBORATED, EXTENDED] if any(s.get(rule) for s in sets)}
                for g, sets in groups.items() if sets}
     Path(a.out).write_text(json.dumps({"gates": summary, "sets": groups}, indent=1, default=float) + "\n")
     print("| group | rule | eligible sets | F1 min / median | eligible sets below 0.90 | clean sets | max dropped on clean | clean sets over 1% |")
@@ -293,14 +326,15 @@ def main() -> None:
                   f"{v['f1_median']:.3f} | {v['below_0.90']} | {v['clean_sets']} | {v['clean_max_dropped']:.2%} | {v['clean_over_1pct']} |")
     print("\nReal runs (tuning: looked at when the rule was chosen; evaluation: not):\n")
     rules = list(thresholds.AUTO_METHODS)
-    print("| run | group | recipe | AUROC | best F1 | " + " | ".join(f"F1 `{r}`" for r in rules) + f" | F1 `{CORROBORATED}` | "
-          f"prompt states | P / R `{DEFAULT}` | dropped by `{DEFAULT}` | AUROC loss A / loss B / length |")
-    print("|---|---|---|---:|---:|" + "---:|" * (len(rules) + 1) + "---|---:|---:|---|")
+    print("| run | group | recipe | AUROC | best F1 | " + " | ".join(f"F1 `{r}`" for r in rules)
+          + f" | F1 `{CORROBORATED}` | F1 extended by the vote | prompt states | P / R `{DEFAULT}` | dropped by `{DEFAULT}` | "
+          "AUROC loss A / loss B / length |")
+    print("|---|---|---|---:|---:|" + "---:|" * (len(rules) + 2) + "---|---:|---:|---|")
     for s in real:
         c = s.get("confounds_auroc")
         group = "tuning" if s["tuned_on"] else "evaluation"
         print(f"| {s['set']} | {group} | {s['recipe']} | {s.get('auroc', math.nan):.3f} | {s.get('best_f1', math.nan):.3f} | "
-              + " | ".join(f"{s[r]['f1']:.3f}" if s[r] else "-" for r in [*rules, CORROBORATED])
+              + " | ".join(f"{s[r]['f1']:.3f}" if s[r] else "-" for r in [*rules, CORROBORATED, EXTENDED])
               + f" | {'yes' if s['prompt_states'] else '-'} | {s[DEFAULT]['precision']:.2f} / {s[DEFAULT]['recall']:.2f}"
               + f" | {s[DEFAULT]['dropped']:.1%} | "
               + (f"{c['loss_a_alone']:.3f} / {c['loss_b_alone']:.3f} / {c['response_tokens']:.3f}" if c else "-") + " |")
