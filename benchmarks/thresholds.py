@@ -155,6 +155,15 @@ in each set) can be judged; on the others the default is "-" and left out of the
 runs have the losses and states, so on real runs this is the default and plain ``mixture`` its first step."""
 
 
+SEED_10_RUNS = {
+    "docstrings-25pct-templated-120rows-seed10-strong-evaluation.enabled=false",
+    "jokes-25pct-varied-120rows-seed10-strong-evaluation.enabled=false",
+    "calendar-10pct-varied-120rows-seed10-strong-evaluation.enabled=false",
+    "mixed-00pct-varied-120rows-seed10-strong-evaluation.enabled=false",
+    "docstrings-25pct-hijacked-120rows-seed10-strong-evaluation.enabled=false",
+}
+"""The five runs pre-registered in the twelfth session (2026-12-03), made after every rule below was fixed."""
+
 MADE_AFTER_CORROBORATION = {
     "docstrings-25pct-varied-320rows-seed4-defaults-safety80", "mixed-00pct-varied-320rows-seed4-defaults-safety80",
     "mixed-10pct-varied-320rows-seed4-defaults-safety80", "docstrings-25pct-templated-320rows-seed4-strong-evaluation.enabled=false",
@@ -166,23 +175,13 @@ MADE_AFTER_CORROBORATION = {
     "calendar-50pct-varied-240rows-seed7-defaults-safety80", "calendar-00pct-varied-320rows-seed8-defaults-safety80",
     "docstrings-50pct-varied-240rows-seed8-defaults-safety80", "calendar-00pct-varied-320rows-seed9-defaults-safety80",
     "mixed-00pct-varied-320rows-seed9-defaults-safety80", "docstrings-25pct-templated-120rows-seed9-strong-evaluation.enabled=false",
-    "docstrings-25pct-templated-120rows-seed10-strong-evaluation.enabled=false",
-    "jokes-25pct-varied-120rows-seed10-strong-evaluation.enabled=false",
-    "calendar-10pct-varied-120rows-seed10-strong-evaluation.enabled=false",
-    "mixed-00pct-varied-120rows-seed10-strong-evaluation.enabled=false",
-    "docstrings-25pct-hijacked-120rows-seed10-strong-evaluation.enabled=false",
-}
+} | SEED_10_RUNS
 """Real runs made after corroboration was chosen (on every run before them, 2026-12-02): the only
 evaluation runs for ``mixture+corroboration``; they are also in the evaluation group above."""
 MADE_AFTER_SAFETY_PROMPTS = {
     "docstrings-50pct-varied-240rows-seed8-defaults-safety80", "calendar-00pct-varied-320rows-seed9-defaults-safety80",
     "mixed-00pct-varied-320rows-seed9-defaults-safety80", "docstrings-25pct-templated-120rows-seed9-strong-evaluation.enabled=false",
-    "docstrings-25pct-templated-120rows-seed10-strong-evaluation.enabled=false",
-    "jokes-25pct-varied-120rows-seed10-strong-evaluation.enabled=false",
-    "calendar-10pct-varied-120rows-seed10-strong-evaluation.enabled=false",
-    "mixed-00pct-varied-120rows-seed10-strong-evaluation.enabled=false",
-    "docstrings-25pct-hijacked-120rows-seed10-strong-evaluation.enabled=false",
-}
+} | SEED_10_RUNS
 """Real runs made after ``safety_prompts`` joined the default (2026-12-03, tenth session), with the
 pipeline's own prompt states: the only evaluation runs for it. The 21 runs whose states
 ``score_probes.py --probe prompts`` added are its tuning data. The prompt vote alone became the
@@ -196,13 +195,7 @@ default makes a cut backed by the prompt vote, the rows just below it vote too (
 safety prompts' centroid or the kept rows'), and the cut moves down to where the net count of
 safety votes, walking down the scores, is highest. No constant: votes as labels, the best cut on them."""
 
-MADE_AFTER_EXTENSION = {
-    "docstrings-25pct-templated-120rows-seed10-strong-evaluation.enabled=false",
-    "jokes-25pct-varied-120rows-seed10-strong-evaluation.enabled=false",
-    "calendar-10pct-varied-120rows-seed10-strong-evaluation.enabled=false",
-    "mixed-00pct-varied-120rows-seed10-strong-evaluation.enabled=false",
-    "docstrings-25pct-hijacked-120rows-seed10-strong-evaluation.enabled=false",
-}
+MADE_AFTER_EXTENSION = SEED_10_RUNS
 """Real runs made after ``EXTENDED`` was written down (2026-12-03, twelfth session): its only evaluation runs."""
 
 
