@@ -161,8 +161,11 @@ SEED_10_RUNS = {
     "calendar-10pct-varied-120rows-seed10-strong-evaluation.enabled=false",
     "mixed-00pct-varied-120rows-seed10-strong-evaluation.enabled=false",
     "docstrings-25pct-hijacked-120rows-seed10-strong-evaluation.enabled=false",
+    "jokes-25pct-hijacked-120rows-seed10-strong-evaluation.enabled=false",
+    "calendar-25pct-hijacked-120rows-seed10-strong-evaluation.enabled=false",
 }
-"""The five runs pre-registered in the twelfth session (2026-12-03), made after every rule below was fixed."""
+"""The twelfth session's runs (2026-12-03), made after every rule below was fixed: five pre-registered, and
+two more ``hijacked`` corpora added after the first one's result, to see whether it holds on other sources."""
 
 MADE_AFTER_CORROBORATION = {
     "docstrings-25pct-varied-320rows-seed4-defaults-safety80", "mixed-00pct-varied-320rows-seed4-defaults-safety80",

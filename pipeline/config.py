@@ -161,9 +161,9 @@ class FilterConfig(Section):
         "alone, as on 120-row corpora). A score (`delta`, `seq_logprob_drop`, `refusal`) backs the cut if the same "
         "rule on it cuts rows more than half of which are in the cut. `delta` and `seq_logprob_drop` measure "
         "forgetting in absolute terms and can back a cut of unsafe replies to harmless prompts, which the prompts cannot; "
-        "but they back only a cut scoring.method makes (on one such corpus `log_ratio` made none: only "
-        "scoring.method=delta with `[]` caught it, a setting that cut 2 of 10 clean corpora), and they also backed a 55% "
-        "cut of a clean calendar corpus whose task rows the safety finetune made B forget. "
+        "on a calendar corpus of such rows they kept a cut (F1 0.98) that the prompts alone withdrew. They back only a "
+        "cut scoring.method makes (on a docstrings one `log_ratio` made none), and they also backed a 55% cut of a clean "
+        "calendar corpus whose task rows the safety finetune made B forget. "
         "`refusal` (B's likelihood of refusing the prompt; needs scoring.refusals > 0) backed a 41% clean cut. "
         "`[]` turns the check off; a list holding scoring.method checks nothing.",
     )
