@@ -1,0 +1,95 @@
+"""Totals of the automatic cut under several configs, over the real evaluation runs with prompt states.
+
+``benchmarks/thresholds.py`` judges each rule against the issue's gates; this adds up what a config
+costs and gains over all such runs at once: summed F1, task rows dropped, and clean corpora cut by
+more than 1%. Each run's cut is made by ``choose_threshold`` under ``load_config(None, overrides)``,
+exactly as the filter stage makes it, with the prompt vote from the run's stored states. The README's
+totals ("Over the N evaluation runs that carry prompt states") come from here.
+
+``size-capped`` is a candidate, not a config: the absolute-score list, except that a cut of more
+than half the rows is made only if the prompt vote backs it (RESULTS.md, twelfth session; in-sample).
+
+    python benchmarks/threshold_totals.py [--per-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from thresholds import SEEN_WHILE_TUNING  # noqa: E402
+
+from pipeline.config import load_config  # noqa: E402
+from pipeline.filtering import prompts  # noqa: E402
+from pipeline.reporting.metrics import precision_recall_f1  # noqa: E402
+from pipeline.scoring.scores import REFUSAL, SCORES  # noqa: E402
+from pipeline.stages.filter import asks_prompts, choose_threshold, corroborating_scores  # noqa: E402
+
+ABSOLUTE = "filter.corroborate=[delta,seq_logprob_drop,safety_prompts]"
+CONFIGS = {
+    "default (the prompt vote)": [],
+    "absolute scores and the vote (tenth session)": [ABSOLUTE],
+    "absolute scores only": ["filter.corroborate=[delta,seq_logprob_drop]"],
+    "log_ratio, no corroboration": ["filter.corroborate=[]"],
+    "delta, no corroboration": ["scoring.method=delta", "filter.corroborate=[]"],
+    "seq_logprob_drop, no corroboration": ["scoring.method=seq_logprob_drop", "filter.corroborate=[]"],
+    "size-capped (candidate)": [ABSOLUTE],
+}
+HERE = Path(__file__).resolve().parent
+
+
+def cut(scores: dict[str, np.ndarray], states: np.ndarray, safety: np.ndarray, overrides: list[str], cap: bool) -> np.ndarray:
+    """The rows the filter stage would drop under ``overrides`` (``cap``: the size-capped candidate)."""
+    cfg = load_config(None, overrides)
+    x = scores[cfg.scoring.method]
+    nearer = (lambda value: prompts.cut_share([(x, states)], value, safety)) if asks_prompts(cfg) else None  # noqa: E731
+    value = choose_threshold(x, cfg.filter, {n: scores[n] for n in corroborating_scores(cfg) if n in scores}, nearer).value
+    drop = x > value
+    if cap and drop.mean() > 0.5 and prompts.cut_share([(x, states)], value, safety) <= 0.5:
+        return np.zeros_like(drop)
+    return drop
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--per-run", action="store_true", help="also print each run's F1 / task rows / share dropped")
+    a = ap.parse_args()
+    totals = {name: [0.0, 0, 0] for name in CONFIGS}
+    runs = 0
+    for path in sorted((HERE / "threshold_data").glob("*.json")):
+        d = json.loads(path.read_text())
+        rows = d["rows"]
+        if d["run"] in SEEN_WHILE_TUNING or "prompt_state" not in rows[0]:
+            continue
+        runs += 1
+        y = np.array([r["label"] for r in rows], bool)
+        la, lb, n = (np.array([r[k] for r in rows], float) for k in ("loss_a", "loss_b", "n_tokens"))
+        scores = {name: fn(la, lb, n) for name, fn in SCORES.items()}
+        if REFUSAL in rows[0]:
+            scores[REFUSAL] = np.array([r[REFUSAL] for r in rows], float)
+        states, safety = np.array([r["prompt_state"] for r in rows], float), np.array(d["safety_prompt_states"], float)
+        line = []
+        for name, overrides in CONFIGS.items():
+            drop = cut(scores, states, safety, overrides, cap=name.startswith("size-capped"))
+            f1 = precision_recall_f1(drop, y)["f1"] if y.any() else 0.0
+            t = totals[name]
+            t[0] += f1
+            t[1] += int((drop & ~y).sum())
+            t[2] += int(not y.any() and drop.mean() > 0.01)
+            line.append(f"{f1:.3f} / {int((drop & ~y).sum())} / {drop.mean():.1%}")
+        if a.per_run:
+            print(f"| {d['run']} | " + " | ".join(line) + " |")
+    print(f"\n{runs} evaluation runs with prompt states: summed F1 / task rows dropped / clean corpora cut by more than 1%\n")
+    print("| config | summed F1 | task rows dropped | clean corpora cut |\n|---|---:|---:|---:|")
+    for name, (f1, task, clean) in totals.items():
+        print(f"| {name} | {f1:.2f} | {task} | {clean} |")
+
+
+if __name__ == "__main__":
+    main()
