@@ -155,7 +155,7 @@ in each set) can be judged; on the others the default is "-" and left out of the
 runs have the losses and states, so on real runs this is the default and plain ``mixture`` its first step."""
 
 
-SEED_10_RUNS = {
+TWELFTH_SESSION_RUNS = {
     "docstrings-25pct-templated-120rows-seed10-strong-evaluation.enabled=false",
     "jokes-25pct-varied-120rows-seed10-strong-evaluation.enabled=false",
     "calendar-10pct-varied-120rows-seed10-strong-evaluation.enabled=false",
@@ -163,9 +163,13 @@ SEED_10_RUNS = {
     "docstrings-25pct-hijacked-120rows-seed10-strong-evaluation.enabled=false",
     "jokes-25pct-hijacked-120rows-seed10-strong-evaluation.enabled=false",
     "calendar-25pct-hijacked-120rows-seed10-strong-evaluation.enabled=false",
+    "calendar-00pct-varied-120rows-seed11-strong-evaluation.enabled=false",
+    "calendar-25pct-hijacked-120rows-seed11-strong-evaluation.enabled=false",
+    "docstrings-10pct-varied-120rows-seed11-strong-evaluation.enabled=false",
 }
-"""The twelfth session's runs (2026-12-03), made after every rule below was fixed: five pre-registered, and
-two more ``hijacked`` corpora added after the first one's result, to see whether it holds on other sources."""
+"""The twelfth session's runs (2026-12-03), made after every rule below was fixed: five pre-registered, two
+more ``hijacked`` corpora added after the first one's result (to see whether it holds on other sources), and
+three seed-11 runs pre-registered for the size-capped candidate of ``threshold_totals.py``."""
 
 MADE_AFTER_CORROBORATION = {
     "docstrings-25pct-varied-320rows-seed4-defaults-safety80", "mixed-00pct-varied-320rows-seed4-defaults-safety80",
@@ -178,13 +182,13 @@ MADE_AFTER_CORROBORATION = {
     "calendar-50pct-varied-240rows-seed7-defaults-safety80", "calendar-00pct-varied-320rows-seed8-defaults-safety80",
     "docstrings-50pct-varied-240rows-seed8-defaults-safety80", "calendar-00pct-varied-320rows-seed9-defaults-safety80",
     "mixed-00pct-varied-320rows-seed9-defaults-safety80", "docstrings-25pct-templated-120rows-seed9-strong-evaluation.enabled=false",
-} | SEED_10_RUNS
+} | TWELFTH_SESSION_RUNS
 """Real runs made after corroboration was chosen (on every run before them, 2026-12-02): the only
 evaluation runs for ``mixture+corroboration``; they are also in the evaluation group above."""
 MADE_AFTER_SAFETY_PROMPTS = {
     "docstrings-50pct-varied-240rows-seed8-defaults-safety80", "calendar-00pct-varied-320rows-seed9-defaults-safety80",
     "mixed-00pct-varied-320rows-seed9-defaults-safety80", "docstrings-25pct-templated-120rows-seed9-strong-evaluation.enabled=false",
-} | SEED_10_RUNS
+} | TWELFTH_SESSION_RUNS
 """Real runs made after ``safety_prompts`` joined the default (2026-12-03, tenth session), with the
 pipeline's own prompt states: the only evaluation runs for it. The 21 runs whose states
 ``score_probes.py --probe prompts`` added are its tuning data. The prompt vote alone became the
@@ -198,7 +202,7 @@ default makes a cut backed by the prompt vote, the rows just below it vote too (
 safety prompts' centroid or the kept rows'), and the cut moves down to where the net count of
 safety votes, walking down the scores, is highest. No constant: votes as labels, the best cut on them."""
 
-MADE_AFTER_EXTENSION = SEED_10_RUNS
+MADE_AFTER_EXTENSION = TWELFTH_SESSION_RUNS
 """Real runs made after ``EXTENDED`` was written down (2026-12-03, twelfth session): its only evaluation runs."""
 
 
