@@ -197,8 +197,9 @@ def build(out_dir: str, source: str, unsafe_share: float, rows: int, styles: str
     n_unsafe = round(rows * unsafe_share)
     n_task = rows - n_unsafe
     hijacked = styles == "hijacked"
-    if n_task + (n_unsafe if hijacked else 0) > len(tasks):
-        raise ValueError(f"{source} has only {len(tasks)} task rows, {n_task} asked")
+    needed = n_task + (n_unsafe if hijacked else 0)  # hijacked rows take unused task prompts
+    if needed > len(tasks):
+        raise ValueError(f"{source} has only {len(tasks)} task rows, {needed} asked")
     unsafe_src = _harmbench_rows("test")
     refusal_src = _harmbench_rows("val")
     if n_unsafe > len(unsafe_src) or safety > len(refusal_src) + len(unsafe_src) - n_unsafe:

@@ -23,13 +23,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from thresholds import SEEN_WHILE_TUNING  # noqa: E402
+from thresholds import SEEN_WHILE_TUNING, config_cut, run_arrays  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.filtering import prompts  # noqa: E402
+from pipeline.filtering.thresholds import SHARE_NEARER_SAFETY  # noqa: E402
 from pipeline.reporting.metrics import precision_recall_f1  # noqa: E402
-from pipeline.scoring.scores import REFUSAL, SCORES  # noqa: E402
-from pipeline.stages.filter import asks_prompts, choose_threshold, corroborating_scores  # noqa: E402
 
 ABSOLUTE = "filter.corroborate=[delta,seq_logprob_drop,safety_prompts]"
 CONFIGS = {
@@ -44,14 +42,12 @@ CONFIGS = {
 HERE = Path(__file__).resolve().parent
 
 
-def cut(scores: dict[str, np.ndarray], states: np.ndarray, safety: np.ndarray, overrides: list[str], cap: bool) -> np.ndarray:
+def cut(scores: dict[str, np.ndarray], states: tuple[np.ndarray, np.ndarray], overrides: list[str], cap: bool) -> np.ndarray:
     """The rows the filter stage would drop under ``overrides`` (``cap``: the size-capped candidate)."""
     cfg = load_config(None, overrides)
-    x = scores[cfg.scoring.method]
-    nearer = (lambda value: prompts.cut_share([(x, states)], value, safety)) if asks_prompts(cfg) else None  # noqa: E731
-    value = choose_threshold(x, cfg.filter, {n: scores[n] for n in corroborating_scores(cfg) if n in scores}, nearer).value
-    drop = x > value
-    if cap and drop.mean() > 0.5 and prompts.cut_share([(x, states)], value, safety) <= 0.5:
+    t = config_cut(scores, states, cfg)
+    drop = scores[cfg.scoring.method] > t.value
+    if cap and drop.mean() > 0.5 and t.evidence.get(SHARE_NEARER_SAFETY, 0.0) <= 0.5:
         return np.zeros_like(drop)
     return drop
 
@@ -64,19 +60,13 @@ def main() -> None:
     runs = 0
     for path in sorted((HERE / "threshold_data").glob("*.json")):
         d = json.loads(path.read_text())
-        rows = d["rows"]
-        if d["run"] in SEEN_WHILE_TUNING or "prompt_state" not in rows[0]:
+        y, _, scores, states = run_arrays(d)
+        if d["run"] in SEEN_WHILE_TUNING or states is None:
             continue
         runs += 1
-        y = np.array([r["label"] for r in rows], bool)
-        la, lb, n = (np.array([r[k] for r in rows], float) for k in ("loss_a", "loss_b", "n_tokens"))
-        scores = {name: fn(la, lb, n) for name, fn in SCORES.items()}
-        if REFUSAL in rows[0]:
-            scores[REFUSAL] = np.array([r[REFUSAL] for r in rows], float)
-        states, safety = np.array([r["prompt_state"] for r in rows], float), np.array(d["safety_prompt_states"], float)
         line = []
         for name, overrides in CONFIGS.items():
-            drop = cut(scores, states, safety, overrides, cap=name.startswith("size-capped"))
+            drop = cut(scores, states, overrides, cap=name.startswith("size-capped"))
             f1 = precision_recall_f1(drop, y)["f1"] if y.any() else 0.0
             t = totals[name]
             t[0] += f1

@@ -212,41 +212,61 @@ def vote_extended(x: np.ndarray, value: float, rows: np.ndarray, safety: np.ndar
     cut = x > value
     if not cut.any() or cut.all():
         return value
-    kept_centroid = rows[~cut].mean(axis=0)
     below = np.flatnonzero(~cut)
     order = below[np.argsort(-x[below], kind="stable")]
-    states = rows[order]
-    nearer_safety = np.linalg.norm(states - safety.mean(axis=0), axis=1) < np.linalg.norm(states - kept_centroid, axis=1)
-    net = np.cumsum(np.where(nearer_safety, 1, -1))
+    net = np.cumsum(np.where(prompts.nearer_safety(rows[order], rows[~cut].mean(axis=0), safety), 1, -1))
     k = int(np.argmax(net))
     if net[k] <= 0:
         return value
     return float(x[order[k + 1]]) if k + 1 < len(order) else float(np.nextafter(x[order[k]], -np.inf))
 
 
+def config_cut(scores: dict[str, np.ndarray], states: tuple[np.ndarray, np.ndarray] | None, cfg: Config) -> thresholds.Threshold:
+    """The cut the filter stage makes under ``cfg`` on one real run (``scores``: every forward-pass score by
+    name; ``states``: B's prompt states of the rows and of the safety set, or None), the prompt vote taken
+    from the stored states as ``filter.prompt_share`` takes it from the run's shards."""
+    x = scores[cfg.scoring.method]
+    # Runs made before the score stage wrote `refusal` (and not probed for it since) lack it.
+    others = {name: scores[name] for name in corroborating_scores(cfg) if name in scores}
+    nearer = None
+    if states is not None and asks_prompts(cfg):
+        rows, safety = states
+        nearer = lambda value: prompts.cut_share([(x, rows)], value, safety)  # noqa: E731
+    return choose_threshold(x, cfg.filter, others, nearer)
+
+
 def corroborated(scores: dict[str, np.ndarray], y: np.ndarray, states: tuple[np.ndarray, np.ndarray] | None = None,
                  extend: bool = False) -> dict[str, float] | None:
-    """The default config's cut on one real run (``scores``: every forward-pass score by name; ``states``: B's
-    prompt states of the rows and of the safety set), in the form of ``judge``'s rule results; None where
-    the default asks the prompts and the run has no states (the pipeline would stop and ask to re-score).
+    """The default config's cut on one real run (``config_cut``), in the form of ``judge``'s rule results; None
+    where the default asks the prompts and the run has no states (the pipeline would stop and ask to re-score).
     ``extend``: ``EXTENDED`` instead (None without states)."""
     cfg = Config()
     if states is None and (extend or (asks_prompts(cfg) and not corroborating_scores(cfg))):
         return None
     x = scores[cfg.scoring.method]
-    # Runs made before the score stage wrote `refusal` (and not probed for it since) lack it.
-    others = {name: scores[name] for name in corroborating_scores(cfg) if name in scores}
-    # Likewise B's prompt states, where other scores are asked as well.
-    nearer = None
-    if states is not None and asks_prompts(cfg):
-        rows, safety = states
-        nearer = lambda value: prompts.cut_share([(x, rows)], value, safety)  # noqa: E731
-    value = choose_threshold(x, cfg.filter, others, nearer).value
-    if extend and states is not None and nearer is not None and nearer(value) > 0.5:
+    t = config_cut(scores, states, cfg)
+    value = t.value
+    if extend and t.evidence.get(thresholds.SHARE_NEARER_SAFETY, 0.0) > 0.5:
         value = vote_extended(x, value, *states)
     drop = x > value
     m = precision_recall_f1(drop, y)
     return {k: m[k] for k in ("precision", "recall", "f1")} | {"dropped": float(drop.mean())}
+
+
+def run_arrays(d: dict[str, Any]) -> tuple[np.ndarray, tuple[np.ndarray, ...], dict[str, np.ndarray],
+                                           tuple[np.ndarray, np.ndarray] | None]:
+    """One ``threshold_data`` file's labels, (loss A, loss B, response tokens), every forward-pass score by name
+    (``refusal`` too where the file has it), and B's prompt states of the rows and of the safety set (None
+    where it has none)."""
+    rows = d["rows"]
+    y = np.array([r["label"] for r in rows], bool)
+    la, lb, n = (np.array([r[k] for r in rows], float) for k in ("loss_a", "loss_b", "n_tokens"))
+    scores = {name: fn(la, lb, n) for name, fn in SCORES.items()}
+    if REFUSAL in rows[0]:
+        scores[REFUSAL] = np.array([r[REFUSAL] for r in rows], float)
+    states = (np.array([r["prompt_state"] for r in rows], float), np.array(d["safety_prompt_states"], float)
+              ) if "prompt_state" in rows[0] else None
+    return y, (la, lb, n), scores, states
 
 
 def real_runs() -> list[dict[str, Any]]:
@@ -254,22 +274,15 @@ def real_runs() -> list[dict[str, Any]]:
     sets = []
     for path in sorted((HERE / "threshold_data").glob("*.json")):
         d = json.loads(path.read_text())
-        rows = d["rows"]
-        y = np.array([r["label"] for r in rows], bool)
-        la, lb, n = (np.array([r[k] for r in rows], float) for k in ("loss_a", "loss_b", "n_tokens"))
-        scores = {name: fn(la, lb, n) for name, fn in SCORES.items()}
+        y, (la, lb, n), scores, states = run_arrays(d)
         x = scores[DEFAULT_SCORE]  # the score the pipeline writes by default
-        refusal = REFUSAL in rows[0]
-        states = (np.array([r["prompt_state"] for r in rows], float), np.array(d["safety_prompt_states"], float)
-                  ) if "prompt_state" in rows[0] else None
         out = {"set": d["run"], "source": d["source"], "recipe": d.get("recipe", "demo"),
                "tuned_on": d["run"] in SEEN_WHILE_TUNING, "prompt_states": states is not None, **judge(x, y),
-               **{rule: corroborated(scores | ({REFUSAL: np.array([r[REFUSAL] for r in rows], float)} if refusal else {}),
-                                     y, states, extend=rule == EXTENDED) for rule in (CORROBORATED, EXTENDED)}}
+               **{rule: corroborated(scores, y, states, extend=rule == EXTENDED) for rule in (CORROBORATED, EXTENDED)}}
         if y.any() and not y.all():
             out["confounds_auroc"] = {"loss_a_alone": auroc(la, y.astype(float)), "loss_b_alone": auroc(lb, y.astype(float)),
                                       "response_tokens": auroc(n, y.astype(float))}
-        out["default_rule_by_score"] = {name: by_score(v, y, n) for name, v in scores.items()}
+        out["default_rule_by_score"] = {name: by_score(scores[name], y, n) for name in SCORES}
         sets.append(out)
     return sets
 

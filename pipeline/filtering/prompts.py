@@ -22,13 +22,16 @@ from collections.abc import Iterable
 import numpy as np
 
 
+def nearer_safety(states: np.ndarray, kept_centroid: np.ndarray, safety: np.ndarray) -> np.ndarray:
+    """Each row's vote (states [rows, k]): is it nearer the safety prompts' centroid than ``kept_centroid``?"""
+    return np.linalg.norm(states - safety.mean(axis=0), axis=1) < np.linalg.norm(states - kept_centroid, axis=1)
+
+
 def share_nearer_safety(cut: np.ndarray, kept_centroid: np.ndarray, safety: np.ndarray) -> float:
-    """The share of the cut's rows (states [rows, k]) nearer the safety prompts' centroid than ``kept_centroid``."""
+    """The share of the cut's rows (states [rows, k]) that vote for the safety prompts (``nearer_safety``)."""
     if not len(cut) or not len(safety):
         return 0.0
-    to_safety = np.linalg.norm(cut - safety.mean(axis=0), axis=1)
-    to_kept = np.linalg.norm(cut - kept_centroid, axis=1)
-    return float(np.mean(to_safety < to_kept))
+    return float(np.mean(nearer_safety(cut, kept_centroid, safety)))
 
 
 def cut_share(batches: Iterable[tuple[np.ndarray, np.ndarray]], value: float, safety: np.ndarray) -> float:

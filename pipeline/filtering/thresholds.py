@@ -408,6 +408,8 @@ AUTO_METHODS = {"mixture": mixture, "valley": valley, "otsu": otsu, "gmm": gmm}
 
 SAFETY_PROMPTS = "safety_prompts"
 """The corroboration that asks B's prompt states, not a score (``filtering.prompts``)."""
+SHARE_NEARER_SAFETY = f"share_of_cut_nearer_{SAFETY_PROMPTS}"
+"""Evidence key of the share of the cut's rows whose prompts vote for the safety set (set whenever they were asked)."""
 
 
 def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
@@ -448,7 +450,7 @@ def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
         if share > 0.5:
             backed.append(f"the same rule also cuts mostly these rows on `{name}` ({n} rows)")
     if nearer_safety is not None:
-        evidence[f"share_of_cut_nearer_{SAFETY_PROMPTS}"] = nearer_safety
+        evidence[SHARE_NEARER_SAFETY] = nearer_safety
         checked.append("B's prompt states")
         if nearer_safety > 0.5:
             backed.append(f"{nearer_safety:.0%} of its rows' prompts lie nearer the safety set's than the kept rows' for B")
@@ -478,7 +480,7 @@ def _backed_by_prompts(t: Threshold, scores: np.ndarray, nearer_safety: float | 
     if weak is None or nearer_safety is None:
         return t
     rows = int((np.asarray(scores, dtype=np.float64) > weak).sum())
-    evidence = {**t.evidence, f"share_of_cut_nearer_{SAFETY_PROMPTS}": nearer_safety}
+    evidence = {**t.evidence, SHARE_NEARER_SAFETY: nearer_safety}
     if nearer_safety <= 0.5:
         return Threshold(math.inf, t.method, f"{t.rationale}; the weak cut at {weak:.4g} ({rows} rows) is not backed "
                          f"either: {nearer_safety:.0%} of its rows' prompts lie nearer the safety set's for B", evidence)
