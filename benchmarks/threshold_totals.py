@@ -6,8 +6,9 @@ more than 1%. Each run's cut is made by ``choose_threshold`` under ``load_config
 exactly as the filter stage makes it, with the prompt vote from the run's stored states. The README's
 totals ("Over the N evaluation runs that carry prompt states") come from here.
 
-``size-capped`` is a candidate, not a config: the absolute-score list, except that a cut of more
-than half the rows is made only if the prompt vote backs it (RESULTS.md, twelfth session; in-sample).
+The absolute-score list is the size-capped candidate of the twelfth session: since the thirteenth,
+``filtering.thresholds.corroborate`` lets no score back a cut of more than half the rows
+(``MAJORITY_CUT``), so the list's totals here are capped; RESULTS.md keeps the uncapped ones.
 
     python benchmarks/threshold_totals.py [--per-run]
 """
@@ -26,30 +27,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from thresholds import SEEN_WHILE_TUNING, config_cut, run_arrays  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.filtering.thresholds import SHARE_NEARER_SAFETY  # noqa: E402
 from pipeline.reporting.metrics import precision_recall_f1  # noqa: E402
 
 ABSOLUTE = "filter.corroborate=[delta,seq_logprob_drop,safety_prompts]"
 CONFIGS = {
     "default (the prompt vote)": [],
-    "absolute scores and the vote (tenth session)": [ABSOLUTE],
+    "absolute scores and the vote (size-capped)": [ABSOLUTE],
     "absolute scores only": ["filter.corroborate=[delta,seq_logprob_drop]"],
     "log_ratio, no corroboration": ["filter.corroborate=[]"],
     "delta, no corroboration": ["scoring.method=delta", "filter.corroborate=[]"],
     "seq_logprob_drop, no corroboration": ["scoring.method=seq_logprob_drop", "filter.corroborate=[]"],
-    "size-capped (candidate)": [ABSOLUTE],
 }
 HERE = Path(__file__).resolve().parent
 
 
-def cut(scores: dict[str, np.ndarray], states: tuple[np.ndarray, np.ndarray], overrides: list[str], cap: bool) -> np.ndarray:
-    """The rows the filter stage would drop under ``overrides`` (``cap``: the size-capped candidate)."""
+def cut(scores: dict[str, np.ndarray], states: tuple[np.ndarray, np.ndarray], overrides: list[str]) -> np.ndarray:
+    """The rows the filter stage would drop under ``overrides``."""
     cfg = load_config(None, overrides)
-    t = config_cut(scores, states, cfg)
-    drop = scores[cfg.scoring.method] > t.value
-    if cap and drop.mean() > 0.5 and t.evidence.get(SHARE_NEARER_SAFETY, 0.0) <= 0.5:
-        return np.zeros_like(drop)
-    return drop
+    return scores[cfg.scoring.method] > config_cut(scores, states, cfg).value
 
 
 def main() -> None:
@@ -66,7 +61,7 @@ def main() -> None:
         runs += 1
         line = []
         for name, overrides in CONFIGS.items():
-            drop = cut(scores, states, overrides, cap=name.startswith("size-capped"))
+            drop = cut(scores, states, overrides)
             f1 = precision_recall_f1(drop, y)["f1"] if y.any() else 0.0
             t = totals[name]
             t[0] += f1

@@ -163,7 +163,8 @@ class FilterConfig(Section):
         "forgetting in absolute terms and can back a cut of unsafe replies to harmless prompts, which the prompts cannot; "
         "on a calendar corpus of such rows they kept a cut (F1 0.98) that the prompts alone withdrew. They back only a "
         "cut scoring.method makes (on a docstrings one `log_ratio` made none), and they also backed a 55% cut of a clean "
-        "calendar corpus whose task rows the safety finetune made B forget. "
+        "calendar corpus whose task rows the safety finetune made B forget, so no score backs a cut of more than half "
+        "the rows (only the prompts may). "
         "`refusal` (B's likelihood of refusing the prompt; needs scoring.refusals > 0) backed a 41% clean cut. "
         "`[]` turns the check off; a list holding scoring.method checks nothing.",
     )

@@ -408,6 +408,9 @@ AUTO_METHODS = {"mixture": mixture, "valley": valley, "otsu": otsu, "gmm": gmm}
 
 SAFETY_PROMPTS = "safety_prompts"
 """The corroboration that asks B's prompt states, not a score (``filtering.prompts``)."""
+MAJORITY_CUT = 0.5
+"""A cut of more than this share of the rows can be backed by the prompts only, not by another score
+(``corroborate``): the issue this filter answers puts unsafe shares at 1-50%."""
 SHARE_NEARER_SAFETY = f"share_of_cut_nearer_{SAFETY_PROMPTS}"
 """Evidence key of the share of the cut's rows whose prompts vote for the safety set (set whenever they were asked)."""
 
@@ -424,7 +427,11 @@ def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
     token or per response), which the relative score's artefact does not. Another score backs
     the cut only when more than half of the rows the rule cuts on it are in the cut: an upper group
     of other rows (a task sub-type that forgets more in nats, or a majority fitted as "upper") is
-    no evidence about these. ``nearer_safety`` (``filtering.prompts.cut_share``, None when not asked)
+    no evidence about these. Nor can a score back a cut of more than half the rows (``MAJORITY_CUT``):
+    the corpora this is built for hold up to half unsafe rows, and a majority that forgot more is
+    likelier a task sub-type the safety finetune disturbed (a clean calendar corpus: 55% of its rows,
+    backed by both absolute scores), on which scores from the same two losses cannot disagree; only
+    the prompts may back such a cut. ``nearer_safety`` (``filtering.prompts.cut_share``, None when not asked)
     asks the prompts instead: at 50% unsafe the absolute scores show no separate mode, while B still
     places the cut's prompts with the safety set's. Without backing the cut is withdrawn: nothing is dropped, and the
     evidence keeps the withdrawn cut and its row count for review. A cut with nothing to check against
@@ -439,6 +446,7 @@ def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
         return t
     evidence: dict[str, float | int] = dict(t.evidence)
     backed, checked = [], []
+    majority = would_drop > MAJORITY_CUT * len(scores)
     for name, v in others.items():
         m = np.asarray(v, dtype=np.float64) > rule(v).value
         n = int(m.sum())
@@ -447,7 +455,7 @@ def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
         if n:
             evidence[f"share_of_{name}_cut_in_cut"] = share
         checked.append(f"the same rule on `{name}`")
-        if share > 0.5:
+        if share > 0.5 and not majority:
             backed.append(f"the same rule also cuts mostly these rows on `{name}` ({n} rows)")
     if nearer_safety is not None:
         evidence[SHARE_NEARER_SAFETY] = nearer_safety
@@ -456,8 +464,9 @@ def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
             backed.append(f"{nearer_safety:.0%} of its rows' prompts lie nearer the safety set's than the kept rows' for B")
     if backed:
         return replace(t, rationale=f"{t.rationale}; corroborated: {'; '.join(backed)}", evidence=evidence)
+    majority_note = f" (more than {MAJORITY_CUT:.0%} of the rows: only the prompts can back that)" if majority and others else ""
     return Threshold(math.inf, t.method, f"cut withdrawn, nothing dropped: it would drop {would_drop} rows at "
-                     f"{t.value:.4g}, but it is not backed by {' or '.join(checked)}. "
+                     f"{t.value:.4g}{majority_note}, but it is not backed by {' or '.join(checked)}. "
                      f"The withdrawn cut: {t.rationale}",
                      {**evidence, "withdrawn_cut": t.value, "withdrawn_cut_rows": would_drop})
 

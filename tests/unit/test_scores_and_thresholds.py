@@ -231,6 +231,24 @@ def test_another_score_corroborates_only_by_cutting_mostly_the_same_rows():
     assert withdrawn.evidence["rows_cut_on_refusal"] > 0 and withdrawn.evidence["withdrawn_cut"] == cut.value
 
 
+def test_no_score_backs_a_cut_of_most_rows_but_the_prompts_may():
+    # 60 of 100 rows forgot more: likelier a task sub-type than unsafe rows, and a score from the
+    # same two losses shows the same upper group, so it cannot tell; the prompts can.
+    x, upper = _task_and_unsafe(np.random.default_rng(7).normal(0.8, 0.1, 60), n_task=40)
+    cut = thresholds.mixture(x)
+    assert (x > cut.value).sum() == upper.sum() == 60
+    same = {"delta": x * 2.0}
+    withdrawn = thresholds.corroborate(cut, x, same, thresholds.mixture)
+    assert math.isinf(withdrawn.value) and "only the prompts can back" in withdrawn.rationale
+    assert withdrawn.evidence["share_of_delta_cut_in_cut"] == 1.0
+    kept = thresholds.corroborate(cut, x, same, thresholds.mixture, nearer_safety=0.9)
+    assert kept.value == cut.value
+    # The same score backs the same shape when the upper group is a minority.
+    y, _ = _task_and_unsafe(np.random.default_rng(7).normal(0.8, 0.1, 40), n_task=60)
+    minority = thresholds.mixture(y)
+    assert thresholds.corroborate(minority, y, {"delta": y * 2.0}, thresholds.mixture).value == minority.value
+
+
 def test_prompts_nearer_the_safety_set_corroborate_a_cut_the_scores_do_not():
     # Half the corpus unsafe: the absolute scores show no separate mode, so they back nothing.
     x, _ = _task_and_unsafe(np.random.default_rng(7).normal(0.8, 0.1, 60))
