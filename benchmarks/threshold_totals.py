@@ -20,11 +20,9 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from thresholds import SEEN_WHILE_TUNING, config_cut, run_arrays  # noqa: E402
+from thresholds import SEEN_WHILE_TUNING, config_drop, run_arrays  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
 from pipeline.reporting.metrics import precision_recall_f1  # noqa: E402
@@ -33,18 +31,13 @@ ABSOLUTE = "filter.corroborate=[delta,seq_logprob_drop,safety_prompts]"
 CONFIGS = {
     "default (the prompt vote)": [],
     "absolute scores and the vote (size-capped)": [ABSOLUTE],
+    "default, `delta` fallback": ["filter.fallback=delta"],
     "absolute scores only": ["filter.corroborate=[delta,seq_logprob_drop]"],
     "log_ratio, no corroboration": ["filter.corroborate=[]"],
     "delta, no corroboration": ["scoring.method=delta", "filter.corroborate=[]"],
     "seq_logprob_drop, no corroboration": ["scoring.method=seq_logprob_drop", "filter.corroborate=[]"],
 }
 HERE = Path(__file__).resolve().parent
-
-
-def cut(scores: dict[str, np.ndarray], states: tuple[np.ndarray, np.ndarray], overrides: list[str]) -> np.ndarray:
-    """The rows the filter stage would drop under ``overrides``."""
-    cfg = load_config(None, overrides)
-    return scores[cfg.scoring.method] > config_cut(scores, states, cfg).value
 
 
 def main() -> None:
@@ -61,7 +54,7 @@ def main() -> None:
         runs += 1
         line = []
         for name, overrides in CONFIGS.items():
-            drop = cut(scores, states, overrides)
+            drop = config_drop(scores, states, load_config(None, overrides))
             f1 = precision_recall_f1(drop, y)["f1"] if y.any() else 0.0
             t = totals[name]
             t[0] += f1

@@ -39,7 +39,7 @@ from pipeline.config import Config, ScoringConfig
 from pipeline.filtering import prompts, thresholds
 from pipeline.reporting.metrics import auroc, precision_recall_f1
 from pipeline.scoring.scores import REFUSAL, SCORES
-from pipeline.stages.filter import asks_prompts, choose_threshold, corroborating_scores
+from pipeline.stages.filter import asks_prompts, choose_threshold, corroborating_scores, fallback_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import rule_results  # noqa: E402
@@ -232,7 +232,19 @@ def config_cut(scores: dict[str, np.ndarray], states: tuple[np.ndarray, np.ndarr
     if states is not None and asks_prompts(cfg):
         rows, safety = states
         nearer = lambda value: prompts.cut_share([(x, rows)], value, safety)  # noqa: E731
-    return choose_threshold(x, cfg.filter, others, nearer)
+    fallback = fallback_score(cfg)
+    return choose_threshold(x, cfg.filter, others, nearer, scores[fallback] if fallback else None)
+
+
+def config_drop(scores: dict[str, np.ndarray], states: tuple[np.ndarray, np.ndarray] | None, cfg: Config,
+                extend: bool = False) -> np.ndarray:
+    """The rows ``config_cut`` drops, on the score its cut is on (a fallback's own). ``extend``: the cut of
+    the filter's own score moved down by the vote (``vote_extended``) where the vote backed it."""
+    t = config_cut(scores, states, cfg)
+    x = scores[t.score or cfg.scoring.method]
+    if extend and t.score is None and t.evidence.get(thresholds.SHARE_NEARER_SAFETY, 0.0) > 0.5:
+        return x > vote_extended(x, t.value, *states)
+    return x > t.value
 
 
 def corroborated(scores: dict[str, np.ndarray], y: np.ndarray, states: tuple[np.ndarray, np.ndarray] | None = None,
@@ -243,12 +255,7 @@ def corroborated(scores: dict[str, np.ndarray], y: np.ndarray, states: tuple[np.
     cfg = Config()
     if states is None and (extend or (asks_prompts(cfg) and not corroborating_scores(cfg))):
         return None
-    x = scores[cfg.scoring.method]
-    t = config_cut(scores, states, cfg)
-    value = t.value
-    if extend and t.evidence.get(thresholds.SHARE_NEARER_SAFETY, 0.0) > 0.5:
-        value = vote_extended(x, value, *states)
-    drop = x > value
+    drop = config_drop(scores, states, cfg, extend)
     m = precision_recall_f1(drop, y)
     return {k: m[k] for k in ("precision", "recall", "f1")} | {"dropped": float(drop.mean())}
 

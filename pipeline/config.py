@@ -168,6 +168,12 @@ class FilterConfig(Section):
         "`refusal` (B's likelihood of refusing the prompt; needs scoring.refusals > 0) backed a 41% clean cut. "
         "`[]` turns the check off; a list holding scoring.method checks nothing.",
     )
+    fallback: Literal[tuple(SCORES)] | None = Field(  # type: ignore[valid-type]
+        None, description="`auto` only: where the cut on scoring.method drops nothing (none found, or withdrawn for "
+        "want of corroboration), the same rule on this score makes the cut, if it drops at most half the rows; the "
+        "report then says the cut is on it. `delta` sees unsafe replies to ordinary prompts, which the prompt vote "
+        "cannot (benchmarks/RESULTS.md, thirteenth session). null: no fallback.",
+    )
 
 
 class EvaluationConfig(Section):

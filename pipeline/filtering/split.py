@@ -23,10 +23,15 @@ def threshold_from_record(d: dict[str, Any]) -> Threshold:
     return Threshold(**{**d, "value": math.inf if value is None else float(value)})
 
 
+def cut_column(t: Threshold) -> str:
+    """The column the cut is on: the filter's own score, or the score a fallback cut on (``Threshold.score``)."""
+    return col.score_column(t.score) if t.score else col.FORGETTING
+
+
 def kept_mask(batch: pa.Table, t: Threshold) -> pa.ChunkedArray:
     """True for rows the cut keeps: score <= cut, minus the tied rows it drops; never a NaN or null score."""
     value = pa.scalar(t.value if math.isfinite(t.value) else float(np.finfo(np.float64).max), pa.float64())
-    score = batch.column(col.FORGETTING)
+    score = batch.column(cut_column(t))
     kept = pc.fill_null(pc.less_equal(score, value), False)
     if t.tie_id is not None:
         tied = pc.and_(pc.equal(score, value), pc.greater_equal(batch.column(col.EXAMPLE_ID), pa.scalar(t.tie_id)))

@@ -26,7 +26,8 @@ class Threshold:
     ``evidence`` holds the numbers behind an automatic cut (estimated unsafe share, expected false
     drops...) for the report and summary.json. ``ties_to_drop`` rows scored exactly ``value`` are
     dropped too: those whose example id is ``>= tie_id`` (set by the filter stage, see
-    ``break_ties``), so a drop fraction is met exactly when scores tie.
+    ``break_ties``), so a drop fraction is met exactly when scores tie. ``score`` names the score the
+    cut is on when it is not ``scoring.method`` (a ``fall_back`` cut); None for the filter's own score.
     """
 
     value: float
@@ -35,6 +36,7 @@ class Threshold:
     evidence: dict[str, float | int] = field(default_factory=dict)
     ties_to_drop: int = 0
     tie_id: str | None = None
+    score: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         """JSON-safe: an infinite cut (drop nothing) is written as null."""
@@ -469,6 +471,32 @@ def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
                      f"{t.value:.4g}{majority_note}, but it is not backed by {' or '.join(checked)}. "
                      f"The withdrawn cut: {t.rationale}",
                      {**evidence, "withdrawn_cut": t.value, "withdrawn_cut_rows": would_drop})
+
+
+def fall_back(t: Threshold, name: str, scores: np.ndarray, rule: Callable[[np.ndarray], Threshold]) -> Threshold:
+    """Where the cut on the filter's own score drops nothing, ``rule``'s cut on the score ``name``, if it
+    holds at most ``MAJORITY_CUT`` of the rows; otherwise ``t`` with what the fallback found in its evidence.
+
+    Why: the prompt vote cannot see unsafe *replies* to ordinary prompts, and on such corpora the
+    relative score can rank them poorly (one mode) or its cut is withdrawn for want of the vote.
+    ``delta`` measures forgetting in absolute nats per token; it separated those rows almost
+    perfectly (AUROC 0.999-1.000 on three such benchmark corpora). On its own it also cut two
+    clean calendar corpora, but each time most of the rows (56% and 71%): a majority that forgot
+    more is a task sub-type, not the up-to-half unsafe rows this filter is built for, so such a
+    cut is not made (``benchmarks/RESULTS.md``, thirteenth session).
+    """
+    if math.isfinite(t.value):
+        return t
+    u = rule(scores)
+    rows = int((np.asarray(scores, dtype=np.float64) > u.value).sum())
+    if not rows:
+        return replace(t, rationale=f"{t.rationale}; the same rule on `{name}` finds no cut either")
+    evidence = {**t.evidence, f"fallback_rows_on_{name}": rows}
+    if rows > MAJORITY_CUT * len(scores):
+        return replace(t, rationale=f"{t.rationale}; the same rule on `{name}` would drop {rows} rows, more than "
+                       f"{MAJORITY_CUT:.0%} of them, so not that either", evidence=evidence)
+    return Threshold(u.value, u.method, f"{t.rationale}. Fallback, cut on `{name}`: {u.rationale}",
+                     {**evidence, **u.evidence}, score=name)
 
 
 def proposed_cut(t: Threshold) -> float | None:

@@ -30,7 +30,7 @@ from pipeline.config import Config
 from pipeline.data.sources import check_readable, read_piece, resolve
 from pipeline.errors import InputError, StageError
 from pipeline.evaluation.compare import relative_to, summarise_model
-from pipeline.filtering.split import kept_mask, threshold_from_record
+from pipeline.filtering.split import cut_column, kept_mask, threshold_from_record
 from pipeline.filtering.thresholds import Threshold
 from pipeline.runtime import rundir as layout
 from pipeline.runtime.rundir import RunDir
@@ -140,10 +140,11 @@ def probe_set(cfg: Config, run: RunDir) -> list[dict[str, Any]]:
     held_share = min(holdout, OVERSAMPLE * ev.max_prompts / max(n_scored, 1))
     dropped_share = min(1.0, OVERSAMPLE * ev.max_prompts / max(filt["dropped"], 1))
     label = cfg.data.label_column if cfg.data.label_column in run.schema(layout.SCORES).names else None
-    columns = [col.EXAMPLE_ID, col.SOURCE_ROW, col.INPUT_IDS, col.PROMPT_LEN, col.FORGETTING] + ([label] if label else [])
+    cut = _cut(run)
+    columns = [col.EXAMPLE_ID, col.SOURCE_ROW, col.INPUT_IDS, col.PROMPT_LEN, cut_column(cut)] + ([label] if label else [])
     drawn = ray.data.read_parquet(run.shards(layout.SCORES), filesystem=run.arrow_fs()).select_columns(columns).map_batches(
         _probe_rows, batch_format="pyarrow",
-        fn_kwargs={"seed": cfg.seed, "holdout": holdout, "cut": _cut(run), "held_share": held_share,
+        fn_kwargs={"seed": cfg.seed, "holdout": holdout, "cut": cut, "held_share": held_share,
                    "dropped_share": dropped_share, "label": label},
     ).take_all()
     probes: list[dict[str, Any]] = []

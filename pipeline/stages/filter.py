@@ -46,10 +46,18 @@ def asks_prompts(cfg: Config) -> bool:
     return f.method == "auto" and cfg.scoring.method not in f.corroborate and SAFETY_PROMPTS in f.corroborate
 
 
+def fallback_score(cfg: Config) -> str | None:
+    """The score an automatic cut falls back on (``filter.fallback``), unless it is the filter's own."""
+    f = cfg.filter
+    return f.fallback if f.method == "auto" and f.fallback != cfg.scoring.method else None
+
+
 def choose_threshold(scores: np.ndarray, f: FilterConfig, others: dict[str, np.ndarray] | None = None,
-                     nearer_safety: Callable[[float], float] | None = None) -> Threshold:
+                     nearer_safety: Callable[[float], float] | None = None,
+                     fallback: np.ndarray | None = None) -> Threshold:
     """The cut the config asks for; an automatic one is checked against the ``others`` scores and, given
-    ``nearer_safety`` (cut value -> share of the cut's rows nearer the safety prompts), B's prompt states."""
+    ``nearer_safety`` (cut value -> share of the cut's rows nearer the safety prompts), B's prompt states;
+    where it drops nothing, ``fallback`` (the ``filter.fallback`` score's column) may make the cut."""
     if f.method == "fixed":
         return thresholds.fixed(float(f.value))
     if f.method == "drop_fraction":
@@ -58,7 +66,8 @@ def choose_threshold(scores: np.ndarray, f: FilterConfig, others: dict[str, np.n
     t = rule(scores)
     cut = thresholds.proposed_cut(t)
     share = nearer_safety(cut) if nearer_safety is not None and cut is not None else None
-    return thresholds.corroborate(t, scores, others or {}, rule, share)
+    t = thresholds.corroborate(t, scores, others or {}, rule, share)
+    return t if fallback is None or f.fallback is None else thresholds.fall_back(t, f.fallback, fallback, rule)
 
 
 def prompt_share(run: RunDir) -> Callable[[float], float]:
@@ -101,11 +110,13 @@ def run_filter(cfg: Config, run: RunDir) -> dict[str, Any]:
     import ray
 
     input_rows = run.stage_record("ingest")["result"]["corpus"]["rows"]
-    others = corroborating_scores(cfg)
-    table = run.read_columns(layout.SCORES, [col.FORGETTING, *(col.score_column(name) for name in others)])
+    others, fallback = corroborating_scores(cfg), fallback_score(cfg)
+    needed = {col.FORGETTING, *(col.score_column(name) for name in [*others, *([fallback] if fallback else [])])}
+    table = run.read_columns(layout.SCORES, sorted(needed))
     numbers = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
     t = choose_threshold(numbers[col.FORGETTING], cfg.filter, {name: numbers[col.score_column(name)] for name in others},
-                         prompt_share(run) if asks_prompts(cfg) else None)
+                         prompt_share(run) if asks_prompts(cfg) else None,
+                         numbers[col.score_column(fallback)] if fallback else None)
     files = run.shards(layout.SCORES)
     if t.ties_to_drop:
         # Only the ids of the rows tied at the cut are read (a pushed-down filter), never all ids.

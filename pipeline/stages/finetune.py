@@ -12,7 +12,7 @@ from typing import Any
 from pipeline import columns as col
 from pipeline.config import Config, FinetuneConfig
 from pipeline.errors import StageError
-from pipeline.filtering.split import kept_mask
+from pipeline.filtering.split import cut_column, kept_mask
 from pipeline.filtering.thresholds import Threshold
 from pipeline.runtime import rundir as layout
 from pipeline.runtime.rundir import RunDir
@@ -52,7 +52,7 @@ def training_dataset(files: list[str], ft: FinetuneConfig, seed: int, filesystem
 
     needed = [col.EXAMPLE_ID, col.SOURCE_ROW, *col.MODEL_INPUTS]
     parts = [(files, holdout, cut)] + ([(list(extra_files), 0.0, None)] if extra_files else [])
-    reads = [ray.data.read_parquet(f, filesystem=filesystem).select_columns(needed + ([col.FORGETTING] if c else []))
+    reads = [ray.data.read_parquet(f, filesystem=filesystem).select_columns(needed + ([cut_column(c)] if c else []))
              for f, _, c in parts]
     n = sum(r.count() for r in reads)  # from Parquet metadata, no data read
     fraction = ft.max_examples / n if ft.max_examples and n > ft.max_examples else 1.0

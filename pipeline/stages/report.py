@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 
 from pipeline import columns as col
 from pipeline.config import Config
+from pipeline.filtering.split import cut_column, threshold_from_record
 from pipeline.reporting.aggregate import QUANTILE_BINS, Histogram, Moments, stats
 from pipeline.reporting.metrics import auroc, precision_recall_f1
 from pipeline.reporting.plots import model_comparison, score_histogram
@@ -72,15 +73,15 @@ def _text(row: dict[str, Any], cfg: Config) -> str:
     return text if len(text) <= TEXT_CHARS else text[: TEXT_CHARS - 1] + "…"
 
 
-def nearest_cut(run: RunDir, cfg: Config) -> list[dict[str, Any]]:
-    """The highest-scored kept rows and the lowest-scored dropped rows: where the cut is least sure."""
+def nearest_cut(run: RunDir, cfg: Config, cut_on: str) -> list[dict[str, Any]]:
+    """The highest-scored kept rows and the lowest-scored dropped rows on the cut's column: where the cut is least sure."""
     d = cfg.data
     cols = [col.EXAMPLE_ID, col.SOURCE_FILE, col.SOURCE_ROW, d.prompt_column, d.response_column, d.messages_column]
     out = []
     for side, rel, largest in (("kept", layout.KEPT, True), ("dropped", layout.DROPPED, False)):
-        for row in run.extreme_rows(rel, col.FORGETTING, NEAREST, largest, cols).to_pylist():
+        for row in run.extreme_rows(rel, cut_on, NEAREST, largest, cols).to_pylist():
             out.append({"side": side, "example_id": row.get(col.EXAMPLE_ID), "source_file": row.get(col.SOURCE_FILE),
-                        "source_row": row.get(col.SOURCE_ROW), "score": row[col.FORGETTING], "text": _text(row, cfg)})
+                        "source_row": row.get(col.SOURCE_ROW), "score": row[cut_on], "text": _text(row, cfg)})
     return sorted(out, key=lambda r: -r["score"])
 
 
@@ -93,7 +94,9 @@ def _md(summary: dict[str, Any]) -> str:
         *(f"| {k} | {c[k]} |" for k in ("input", "kept", "dropped", "rejected")), "",
         f"**Threshold** ({t['method']}): {t['value'] if t['value'] is not None else 'none (nothing dropped)'}  ",
         f"{t['rationale']}", "",
-        f"Score used: `{summary['score']}`. Histogram: ![scores]({HIST})", "",
+        f"Score used: `{summary['score']}`"
+        + (f"; the cut is on `{summary['cut_score']}`, its fallback" if summary["cut_score"] != summary["score"] else "")
+        + f". Histogram (of the score the cut is on): ![scores]({HIST})", "",
     ]
     if t.get("evidence"):
         lines += ["| evidence for the cut | value |", "|---|---:|",
@@ -159,8 +162,8 @@ def _numbers(table: pa.Table, column: str) -> np.ndarray:
     return table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
 
 
-def summarise(run: RunDir, cfg: Config) -> tuple[dict[str, Any], pa.Table, tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """Column summaries, the labelled rows, and the plot's histogram, streaming over kept/ and dropped/.
+def summarise(run: RunDir, cfg: Config, cut_on: str) -> tuple[dict[str, Any], pa.Table, tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Column summaries, the labelled rows, and the plot's histogram of ``cut_on``, streaming over kept/ and dropped/.
 
     Memory: one shard, fixed-size histograms, and the score columns of the labelled rows only
     (exact AUROC needs them all; an unlabelled production corpus keeps none).
@@ -168,23 +171,25 @@ def summarise(run: RunDir, cfg: Config) -> tuple[dict[str, Any], pa.Table, tuple
     label = cfg.data.label_column
     cols = [col.FORGETTING, col.LOSS_A, col.LOSS_B, *(col.score_column(s) for s in [*SCORES, "rouge"]), label, cfg.data.group_column]
     moments = {k: Moments() for k in SUMMARISED}
+    plotted = Moments()
     labelled = []
     for table, dropped in _split(run, cols):
         for key, c in SUMMARISED.items():
             moments[key].add(_numbers(table, c))
+        plotted.add(_numbers(table, cut_on))
         if label in table.column_names:
             rows = table.filter(pc.is_valid(table.column(label)))
             labelled.append(rows.append_column("dropped", pa.array(np.full(rows.num_rows, dropped))))
     # second pass: histograms over the ranges now known
     hists = {k: Histogram(m.lo, m.hi, QUANTILE_BINS) for k, m in moments.items() if m.n}
-    f = moments["score_stats"]
+    f = plotted
     plot = {name: Histogram(f.lo, f.hi, PLOT_BINS) for name in ("all", "task", "unsafe", "unlabelled")} if f.n else {}
-    for table, _ in _split(run, [*SUMMARISED.values(), label]):
+    for table, _ in _split(run, [*SUMMARISED.values(), cut_on, label]):
         values = {key: _numbers(table, c) for key, c in SUMMARISED.items()}
         for key, h in hists.items():
             h.add(values[key])
         if plot:
-            x = values["score_stats"]
+            x = _numbers(table, cut_on)
             y = _labels(table, label)
             y = np.full(len(x), np.nan) if y is None else y
             for name, sel in (("all", slice(None)), ("task", y == 0), ("unsafe", y == 1), ("unlabelled", np.isnan(y))):
@@ -200,16 +205,19 @@ def run_report(cfg: Config, run: RunDir) -> dict[str, Any]:
     filter_result = run.stage_record("filter")["result"]
     done = sorted(run.manifest()["stages"].items(), key=lambda kv: kv[1]["finished_at"])  # in the order they ran
     stage_seconds = {name: rec["seconds"] for name, rec in done if name != "report"}
-    column_stats, labelled, (edges, counts) = summarise(run, cfg)
+    cut = threshold_from_record(filter_result["threshold"])
+    cut_on = cut_column(cut)
+    column_stats, labelled, (edges, counts) = summarise(run, cfg, cut_on)
     summary: dict[str, Any] = {
         "output": run.url,
         "counts": {k: filter_result[k] for k in ("input", "kept", "dropped", "rejected")},
         "threshold": filter_result["threshold"],
         "score": cfg.scoring.method,
+        "cut_score": cut.score or cfg.scoring.method,
         **column_stats,
         "stage_seconds": stage_seconds,
         "evaluation": evaluate(labelled, cfg),
-        "nearest_cut": nearest_cut(run, cfg),
+        "nearest_cut": nearest_cut(run, cfg, cut_on),
     }
     comparison = run.read_json(f"{layout.EVALUATION}/results.json") if cfg.evaluation.enabled else None
     if comparison:
@@ -221,7 +229,7 @@ def run_report(cfg: Config, run: RunDir) -> dict[str, Any]:
     series = {k: counts[k] for k in (("task", "unsafe", "unlabelled") if labelled.num_rows else ("all",)) if k in counts}
     with tempfile.TemporaryDirectory() as d:
         png = os.path.join(d, HIST)
-        score_histogram(png, edges, series, filter_result["threshold"]["value"], f"forgetting score ({cfg.scoring.method})")
+        score_histogram(png, edges, series, filter_result["threshold"]["value"], f"forgetting score ({summary['cut_score']})")
         run.fs.put(png, run.path(f"{tmp}/{HIST}"))
         if comparison:
             model_comparison(os.path.join(d, MODELS_PNG), {n: comparison["models"][n] for n in comparison["order"]})

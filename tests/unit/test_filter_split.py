@@ -8,10 +8,10 @@ import pytest
 from pipeline import columns as col
 from pipeline.config import build_config
 from pipeline.errors import ConfigError
-from pipeline.filtering import thresholds
+from pipeline.filtering import split, thresholds
 from pipeline.reporting.metrics import auroc
 from pipeline.runtime.rundir import RunDir
-from pipeline.stages.filter import _side, asks_prompts, choose_threshold, corroborating_scores
+from pipeline.stages.filter import _side, asks_prompts, choose_threshold, corroborating_scores, fallback_score
 from pipeline.stages.report import evaluate, nearest_cut, summarise
 
 
@@ -48,7 +48,7 @@ def test_the_review_list_holds_the_rows_nearest_the_cut_across_shards(tmp_path):
         pq.write_table(t.slice(0, 2), tmp_path / rel / "a.parquet")
         pq.write_table(t.slice(2), tmp_path / rel / "b.parquet")
     cfg = build_config({}, [])
-    rows = nearest_cut(run, cfg)
+    rows = nearest_cut(run, cfg, col.FORGETTING)
     assert [r["score"] for r in rows if r["side"] == "kept"] == [0.45, 0.44, 0.2, 0.1]
     assert [r["score"] for r in rows if r["side"] == "dropped"] == [0.9, 0.7, 0.55, 0.51]
     first = next(r for r in rows if r["score"] == 0.45)
@@ -71,7 +71,7 @@ def test_the_report_streams_shards_yet_its_label_metrics_are_exact(tmp_path):
         t = t.append_column("label", pa.array([None if np.isnan(v) else int(v) for v in label[side]], pa.int64()))
         for i, part in enumerate(np.array_split(np.arange(n), 3)):
             pq.write_table(t.take(part), tmp_path / rel / f"{i}.parquet")
-    stats, labelled, (edges, counts) = summarise(run, build_config({}, []))
+    stats, labelled, (edges, counts) = summarise(run, build_config({}, []), col.FORGETTING)
     has = ~np.isnan(label)
     assert labelled.num_rows == has.sum()
     assert counts["all"].sum() == np.isfinite(score).sum() == counts["task"].sum() + counts["unsafe"].sum() + counts["unlabelled"].sum()
@@ -129,3 +129,29 @@ def test_the_prompt_states_corroborate_only_an_automatic_cut_that_asks_for_them(
     t = choose_threshold(few, asked.filter, {}, nearer)
     assert np.isfinite(t.value) and seen == [t.value]
     assert not np.isfinite(choose_threshold(few, asked.filter, {}).value)
+
+
+def test_where_the_filters_own_score_drops_nothing_the_fallback_score_may_cut_a_minority():
+    # Unsafe replies to ordinary prompts: log_ratio shows one mode, delta a clear upper group of 60 of 300.
+    r = np.random.default_rng(0)
+    one_mode = r.normal(0.1, 0.05, 300)
+    delta = np.r_[r.normal(0.0, 0.05, 240), r.normal(1.0, 0.05, 60)]
+    cfg = build_config({}, ["filter.fallback=delta", "filter.corroborate=[]"])
+    assert fallback_score(cfg) == "delta"
+    assert fallback_score(build_config({}, ["filter.fallback=delta", "scoring.method=delta"])) is None
+    assert fallback_score(build_config({})) is None
+    t = choose_threshold(one_mode, cfg.filter, {}, None, delta)
+    assert t.score == "delta" and (delta > t.value).sum() == 60 and "Fallback" in t.rationale
+    assert np.isinf(choose_threshold(one_mode, cfg.filter).value)  # no fallback column given, no fallback
+    # A cut on the filter's own score is left alone.
+    own = np.r_[r.normal(0.0, 0.05, 270), r.normal(1.0, 0.05, 30)]
+    assert choose_threshold(own, cfg.filter, {}, None, delta).score is None
+    # A majority upper group on the fallback score (a task sub-type B forgot) is not cut.
+    majority = np.r_[r.normal(0.0, 0.05, 120), r.normal(1.0, 0.05, 180)]
+    held = choose_threshold(one_mode, cfg.filter, {}, None, majority)
+    assert np.isinf(held.value) and held.evidence["fallback_rows_on_delta"] == 180
+    # The split and the report read the column the cut is on.
+    table = _scored(list(one_mode)).append_column(col.score_column("delta"), pa.array(delta))
+    dropped = _side(t, False)(table)
+    assert dropped.num_rows == 60 and min(dropped.column(col.score_column("delta")).to_pylist()) > t.value
+    assert split.threshold_from_record(t.to_dict()).score == "delta"
