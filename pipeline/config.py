@@ -169,9 +169,9 @@ class FilterConfig(Section):
         "`[]` turns the check off; a list holding scoring.method checks nothing.",
     )
     fallback: Literal[tuple(SCORES)] | None = Field(  # type: ignore[valid-type]
-        None, description="`auto` only: where the cut on scoring.method drops nothing (none found, or withdrawn for "
-        "want of corroboration), the same rule on this score makes the cut, if it drops at most half the rows; the "
-        "report then says the cut is on it. `delta` sees unsafe replies to ordinary prompts, which the prompt vote "
+        None, description="`auto` only: where the rule finds no cut on scoring.method (not where it found one and "
+        "the corroboration withdrew it), the same rule on this score makes the cut, if it drops at most half the rows; "
+        "the report then says the cut is on it. `delta` sees unsafe replies to ordinary prompts, which the prompt vote "
         "cannot (benchmarks/RESULTS.md, thirteenth session). null: no fallback.",
     )
 

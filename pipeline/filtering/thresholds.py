@@ -474,8 +474,8 @@ def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
 
 
 def fall_back(t: Threshold, name: str, scores: np.ndarray, rule: Callable[[np.ndarray], Threshold]) -> Threshold:
-    """Where the cut on the filter's own score drops nothing, ``rule``'s cut on the score ``name``, if it
-    holds at most ``MAJORITY_CUT`` of the rows; otherwise ``t`` with what the fallback found in its evidence.
+    """Where the filter's own score found no cut, ``rule``'s cut on the score ``name``, if it holds at most
+    ``MAJORITY_CUT`` of the rows; otherwise ``t`` with what the fallback found in its evidence.
 
     Why: the prompt vote cannot see unsafe *replies* to ordinary prompts, and on such corpora the
     relative score can rank them poorly (one mode) or its cut is withdrawn for want of the vote.
@@ -483,10 +483,14 @@ def fall_back(t: Threshold, name: str, scores: np.ndarray, rule: Callable[[np.nd
     perfectly (AUROC 0.999-1.000 on three such benchmark corpora). On its own it also cut two
     clean calendar corpora, but each time most of the rows (56% and 71%): a majority that forgot
     more is a task sub-type, not the up-to-half unsafe rows this filter is built for, so such a
-    cut is not made (``benchmarks/RESULTS.md``, thirteenth session).
+    cut is not made. Nor is there a fallback where ``corroborate`` withdrew a cut: that group was
+    judged and found unlike the safety set, and on a fresh clean calendar corpus ``delta`` cut the
+    very 70 rows the vote had withdrawn (``benchmarks/RESULTS.md``, thirteenth session).
     """
     if math.isfinite(t.value):
         return t
+    if "withdrawn_cut" in t.evidence:
+        return replace(t, rationale=f"{t.rationale}; no fallback on `{name}` after a withdrawn cut")
     u = rule(scores)
     rows = int((np.asarray(scores, dtype=np.float64) > u.value).sum())
     if not rows:

@@ -146,6 +146,9 @@ def test_where_the_filters_own_score_drops_nothing_the_fallback_score_may_cut_a_
     # A cut on the filter's own score is left alone.
     own = np.r_[r.normal(0.0, 0.05, 270), r.normal(1.0, 0.05, 30)]
     assert choose_threshold(own, cfg.filter, {}, None, delta).score is None
+    # No fallback where the filter's own cut was found and withdrawn: the vote judged that group.
+    withdrawn = choose_threshold(own, build_config({}, ["filter.fallback=delta"]).filter, {}, lambda _: 0.0, delta)
+    assert np.isinf(withdrawn.value) and "withdrawn_cut" in withdrawn.evidence and withdrawn.score is None
     # A majority upper group on the fallback score (a task sub-type B forgot) is not cut.
     majority = np.r_[r.normal(0.0, 0.05, 120), r.normal(1.0, 0.05, 180)]
     held = choose_threshold(one_mode, cfg.filter, {}, None, majority)
