@@ -8,7 +8,9 @@ totals ("Over the N evaluation runs that carry prompt states") come from here.
 
 The absolute-score list is the size-capped candidate of the twelfth session: since the thirteenth,
 ``filtering.thresholds.corroborate`` lets no score back a cut of more than half the rows
-(``MAJORITY_CUT``), so the list's totals here are capped; RESULTS.md keeps the uncapped ones.
+(``MAJORITY_CUT``), so the list's totals here are capped; RESULTS.md keeps the uncapped ones. Every
+config but the default is taken without ``filter.fallback`` (the default's since the thirteenth
+session), so each row shows that setting alone.
 
     python benchmarks/threshold_totals.py [--per-run]
 """
@@ -28,14 +30,15 @@ from pipeline.config import load_config  # noqa: E402
 from pipeline.reporting.metrics import precision_recall_f1  # noqa: E402
 
 ABSOLUTE = "filter.corroborate=[delta,seq_logprob_drop,safety_prompts]"
+NO_FALLBACK = "filter.fallback=null"
 CONFIGS = {
-    "default (the prompt vote)": [],
-    "absolute scores and the vote (size-capped)": [ABSOLUTE],
-    "default, `delta` fallback": ["filter.fallback=delta"],
-    "absolute scores only": ["filter.corroborate=[delta,seq_logprob_drop]"],
-    "log_ratio, no corroboration": ["filter.corroborate=[]"],
+    "default (the prompt vote, the `delta` fallback)": [],
+    "the prompt vote alone (twelfth-session default)": [NO_FALLBACK],
+    "absolute scores and the vote (size-capped)": [ABSOLUTE, NO_FALLBACK],
+    "absolute scores only": ["filter.corroborate=[delta,seq_logprob_drop]", NO_FALLBACK],
+    "log_ratio, no corroboration": ["filter.corroborate=[]", NO_FALLBACK],
     "delta, no corroboration": ["scoring.method=delta", "filter.corroborate=[]"],
-    "seq_logprob_drop, no corroboration": ["scoring.method=seq_logprob_drop", "filter.corroborate=[]"],
+    "seq_logprob_drop, no corroboration": ["scoring.method=seq_logprob_drop", "filter.corroborate=[]", NO_FALLBACK],
 }
 HERE = Path(__file__).resolve().parent
 

@@ -171,6 +171,18 @@ TWELFTH_SESSION_RUNS = {
 more ``hijacked`` corpora added after the first one's result (to see whether it holds on other sources), and
 three seed-11 runs pre-registered for the size-capped candidate of ``threshold_totals.py``."""
 
+THIRTEENTH_SESSION_RUNS = {
+    "calendar-25pct-hijacked-320rows-seed12-defaults-safety80", "calendar-00pct-varied-320rows-seed12-defaults-safety80",
+    "docstrings-10pct-varied-320rows-seed12-defaults-safety80", "mixed-00pct-varied-320rows-seed12-defaults-safety80",
+}
+"""The thirteenth session's runs at the package defaults (2026-12-03), pre-registered for the size-capped list and
+the ``delta`` fallback before they ran."""
+MADE_AFTER_FALLBACK = {
+    "docstrings-10pct-varied-320rows-seed12-defaults-safety80", "mixed-00pct-varied-320rows-seed12-defaults-safety80",
+}
+"""Real runs made after ``filter.fallback`` took its final form (no fallback after a withdrawn cut; pre-registered
+in RESULTS.md after the first two seed-12 runs): its only evaluation runs."""
+
 MADE_AFTER_CORROBORATION = {
     "docstrings-25pct-varied-320rows-seed4-defaults-safety80", "mixed-00pct-varied-320rows-seed4-defaults-safety80",
     "mixed-10pct-varied-320rows-seed4-defaults-safety80", "docstrings-25pct-templated-320rows-seed4-strong-evaluation.enabled=false",
@@ -182,13 +194,13 @@ MADE_AFTER_CORROBORATION = {
     "calendar-50pct-varied-240rows-seed7-defaults-safety80", "calendar-00pct-varied-320rows-seed8-defaults-safety80",
     "docstrings-50pct-varied-240rows-seed8-defaults-safety80", "calendar-00pct-varied-320rows-seed9-defaults-safety80",
     "mixed-00pct-varied-320rows-seed9-defaults-safety80", "docstrings-25pct-templated-120rows-seed9-strong-evaluation.enabled=false",
-} | TWELFTH_SESSION_RUNS
+} | TWELFTH_SESSION_RUNS | THIRTEENTH_SESSION_RUNS
 """Real runs made after corroboration was chosen (on every run before them, 2026-12-02): the only
 evaluation runs for ``mixture+corroboration``; they are also in the evaluation group above."""
 MADE_AFTER_SAFETY_PROMPTS = {
     "docstrings-50pct-varied-240rows-seed8-defaults-safety80", "calendar-00pct-varied-320rows-seed9-defaults-safety80",
     "mixed-00pct-varied-320rows-seed9-defaults-safety80", "docstrings-25pct-templated-120rows-seed9-strong-evaluation.enabled=false",
-} | TWELFTH_SESSION_RUNS
+} | TWELFTH_SESSION_RUNS | THIRTEENTH_SESSION_RUNS
 """Real runs made after ``safety_prompts`` joined the default (2026-12-03, tenth session), with the
 pipeline's own prompt states: the only evaluation runs for it. The 21 runs whose states
 ``score_probes.py --probe prompts`` added are its tuning data. The prompt vote alone became the
@@ -202,7 +214,7 @@ default makes a cut backed by the prompt vote, the rows just below it vote too (
 safety prompts' centroid or the kept rows'), and the cut moves down to where the net count of
 safety votes, walking down the scores, is highest. No constant: votes as labels, the best cut on them."""
 
-MADE_AFTER_EXTENSION = TWELFTH_SESSION_RUNS
+MADE_AFTER_EXTENSION = TWELFTH_SESSION_RUNS | THIRTEENTH_SESSION_RUNS
 """Real runs made after ``EXTENDED`` was written down (2026-12-03, twelfth session): its only evaluation runs."""
 
 
@@ -344,7 +356,8 @@ def main() -> None:
     by_group = {"tuning: real runs": [s for s in real if s["tuned_on"]], "evaluation: real runs": [s for s in real if not s["tuned_on"]],
                 "evaluation of corroboration: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_CORROBORATION],
                 "evaluation of safety_prompts: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_SAFETY_PROMPTS],
-                "evaluation of the vote extension: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_EXTENSION]}
+                "evaluation of the vote extension: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_EXTENSION],
+                "evaluation of the delta fallback: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_FALLBACK]}
     if a.real_only:
         groups = {g: v for g, v in json.loads(Path(a.out).read_text())["sets"].items() if g not in by_group} | by_group
     else:

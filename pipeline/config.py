@@ -169,10 +169,11 @@ class FilterConfig(Section):
         "`[]` turns the check off; a list holding scoring.method checks nothing.",
     )
     fallback: Literal[tuple(SCORES)] | None = Field(  # type: ignore[valid-type]
-        None, description="`auto` only: where the rule finds no cut on scoring.method (not where it found one and "
+        "delta", description="`auto` only: where the rule finds no cut on scoring.method (not where it found one and "
         "the corroboration withdrew it), the same rule on this score makes the cut, if it drops at most half the rows; "
-        "the report then says the cut is on it. `delta` sees unsafe replies to ordinary prompts, which the prompt vote "
-        "cannot (benchmarks/RESULTS.md, thirteenth session). null: no fallback.",
+        "the report then says the cut is on it. `delta` (the default) saw unsafe replies to ordinary prompts, which the "
+        "prompt vote cannot (F1 0.987 and 0.931 where the filter's own score found one mode; benchmarks/RESULTS.md, "
+        "thirteenth session). null: no fallback.",
     )
 
 

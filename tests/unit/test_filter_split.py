@@ -139,7 +139,8 @@ def test_where_the_filters_own_score_drops_nothing_the_fallback_score_may_cut_a_
     cfg = build_config({}, ["filter.fallback=delta", "filter.corroborate=[]"])
     assert fallback_score(cfg) == "delta"
     assert fallback_score(build_config({}, ["filter.fallback=delta", "scoring.method=delta"])) is None
-    assert fallback_score(build_config({})) is None
+    assert fallback_score(build_config({})) == "delta"  # the default
+    assert fallback_score(build_config({}, ["filter.fallback=null"])) is None
     t = choose_threshold(one_mode, cfg.filter, {}, None, delta)
     assert t.score == "delta" and (delta > t.value).sum() == 60 and "Fallback" in t.rationale
     assert np.isinf(choose_threshold(one_mode, cfg.filter).value)  # no fallback column given, no fallback
