@@ -152,7 +152,9 @@ CORROBORATED = "mixture+corroboration"
 config): ``mixture`` on the default score, made only if ``filter.corroborate`` backs it (by default
 B's prompt states, ``safety_prompts``). Only runs whose file carries those states (``prompt_states``
 in each set) can be judged; on the others the default is "-" and left out of the gates. Only real
-runs have the losses and states, so on real runs this is the default and plain ``mixture`` its first step."""
+runs have the losses and states, so on real runs this is the default and plain ``mixture`` its first step.
+Since the thirteenth session it includes the default ``filter.fallback`` (``delta``'s own cut where
+``log_ratio`` finds none), whose cut may be on ``delta``."""
 
 
 TWELFTH_SESSION_RUNS = {

@@ -410,6 +410,8 @@ AUTO_METHODS = {"mixture": mixture, "valley": valley, "otsu": otsu, "gmm": gmm}
 
 SAFETY_PROMPTS = "safety_prompts"
 """The corroboration that asks B's prompt states, not a score (``filtering.prompts``)."""
+WITHDRAWN_CUT = "withdrawn_cut"
+"""Evidence key of a cut ``corroborate`` withdrew (``fall_back`` does not run after one)."""
 MAJORITY_CUT = 0.5
 """A cut of more than this share of the rows can be backed by the prompts only, not by another score
 (``corroborate``): the issue this filter answers puts unsafe shares at 1-50%."""
@@ -470,7 +472,7 @@ def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
     return Threshold(math.inf, t.method, f"cut withdrawn, nothing dropped: it would drop {would_drop} rows at "
                      f"{t.value:.4g}{majority_note}, but it is not backed by {' or '.join(checked)}. "
                      f"The withdrawn cut: {t.rationale}",
-                     {**evidence, "withdrawn_cut": t.value, "withdrawn_cut_rows": would_drop})
+                     {**evidence, WITHDRAWN_CUT: t.value, "withdrawn_cut_rows": would_drop})
 
 
 def fall_back(t: Threshold, name: str, scores: np.ndarray, rule: Callable[[np.ndarray], Threshold]) -> Threshold:
@@ -489,7 +491,7 @@ def fall_back(t: Threshold, name: str, scores: np.ndarray, rule: Callable[[np.nd
     """
     if math.isfinite(t.value):
         return t
-    if "withdrawn_cut" in t.evidence:
+    if WITHDRAWN_CUT in t.evidence:
         return replace(t, rationale=f"{t.rationale}; no fallback on `{name}` after a withdrawn cut")
     u = rule(scores)
     rows = int((np.asarray(scores, dtype=np.float64) > u.value).sum())

@@ -57,7 +57,7 @@ def choose_threshold(scores: np.ndarray, f: FilterConfig, others: dict[str, np.n
                      fallback: np.ndarray | None = None) -> Threshold:
     """The cut the config asks for; an automatic one is checked against the ``others`` scores and, given
     ``nearer_safety`` (cut value -> share of the cut's rows nearer the safety prompts), B's prompt states;
-    where it drops nothing, ``fallback`` (the ``filter.fallback`` score's column) may make the cut."""
+    where the rule found no cut (none withdrawn), ``fallback`` (the ``filter.fallback`` score's column) may make it."""
     if f.method == "fixed":
         return thresholds.fixed(float(f.value))
     if f.method == "drop_fraction":
