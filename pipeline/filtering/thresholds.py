@@ -450,7 +450,7 @@ def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
         return t
     evidence: dict[str, float | int] = dict(t.evidence)
     backed, checked = [], []
-    majority = would_drop > MAJORITY_CUT * len(scores)
+    majority = _majority(would_drop, scores)
     for name, v in others.items():
         m = np.asarray(v, dtype=np.float64) > rule(v).value
         n = int(m.sum())
@@ -473,6 +473,11 @@ def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
                      f"{t.value:.4g}{majority_note}, but it is not backed by {' or '.join(checked)}. "
                      f"The withdrawn cut: {t.rationale}",
                      {**evidence, WITHDRAWN_CUT: t.value, "withdrawn_cut_rows": would_drop})
+
+
+def _majority(rows: int, scores: np.ndarray) -> bool:
+    """Whether a cut of ``rows`` holds more than ``MAJORITY_CUT`` of the rows: the one bar for both of its uses."""
+    return rows > MAJORITY_CUT * len(scores)
 
 
 def fall_back(t: Threshold, name: str, scores: np.ndarray, rule: Callable[[np.ndarray], Threshold]) -> Threshold:
@@ -498,7 +503,7 @@ def fall_back(t: Threshold, name: str, scores: np.ndarray, rule: Callable[[np.nd
     if not rows:
         return replace(t, rationale=f"{t.rationale}; the same rule on `{name}` finds no cut either")
     evidence = {**t.evidence, f"fallback_rows_on_{name}": rows}
-    if rows > MAJORITY_CUT * len(scores):
+    if _majority(rows, scores):
         return replace(t, rationale=f"{t.rationale}; the same rule on `{name}` would drop {rows} rows, more than "
                        f"{MAJORITY_CUT:.0%} of them, so not that either", evidence=evidence)
     return Threshold(u.value, u.method, f"{t.rationale}. Fallback, cut on `{name}`: {u.rationale}",

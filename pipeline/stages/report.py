@@ -182,8 +182,8 @@ def summarise(run: RunDir, cfg: Config, cut_on: str) -> tuple[dict[str, Any], pa
             labelled.append(rows.append_column("dropped", pa.array(np.full(rows.num_rows, dropped))))
     # second pass: histograms over the ranges now known
     hists = {k: Histogram(m.lo, m.hi, QUANTILE_BINS) for k, m in moments.items() if m.n}
-    f = plotted
-    plot = {name: Histogram(f.lo, f.hi, PLOT_BINS) for name in ("all", "task", "unsafe", "unlabelled")} if f.n else {}
+    plot = ({name: Histogram(plotted.lo, plotted.hi, PLOT_BINS) for name in ("all", "task", "unsafe", "unlabelled")}
+            if plotted.n else {})
     for table, _ in _split(run, [*SUMMARISED.values(), cut_on, label]):
         values = {key: _numbers(table, c) for key, c in SUMMARISED.items()}
         for key, h in hists.items():
