@@ -24,7 +24,11 @@ exactly as the score stage does (``scoring.scorer.losses_and_states``, the same 
 corpus and the safety set, and writes them into the run's ``threshold_data`` file, so
 ``benchmarks/thresholds.py`` can apply the ``safety_prompts`` corroboration to it.
 
-    python benchmarks/score_probes.py [--probe tokens|refusal|prompts] RUN_DIR [RUN_DIR ...]   # RUN_DIR: --work/<run name>
+``--probe replies`` does the same for B's states of the rows' replies read as prompts
+(``scoring.scorer.reply_prompts`` and ``last_token_states``, as the score stage computes them when
+``filter.corroborate`` asks for ``reply_prompts``): ``reply_state`` per row in the ``threshold_data`` file.
+
+    python benchmarks/score_probes.py [--probe tokens|refusal|prompts|replies] RUN_DIR [RUN_DIR ...]   # RUN_DIR: --work/<run name>
     python benchmarks/score_probes.py --backfill RUN_DIR ...   # refusal_probe.json -> threshold_data/, as `refusal`
     python benchmarks/score_probes.py --probe prompts RUN_DIR ...   # B's prompt states -> threshold_data/
 """
@@ -53,7 +57,7 @@ from pipeline.filtering.thresholds import mixture  # noqa: E402
 from pipeline.models.loading import load_model, load_tokenizer, resolve_model  # noqa: E402
 from pipeline.models.response_lm import ResponseLM  # noqa: E402
 from pipeline.reporting.metrics import auroc, precision_recall_f1  # noqa: E402
-from pipeline.scoring.scorer import losses_and_states, prompt_projection  # noqa: E402
+from pipeline.scoring.scorer import last_token_states, losses_and_states, prompt_projection, reply_prompts  # noqa: E402
 from pipeline.scoring.scores import REFUSAL, delta, log_ratio  # noqa: E402
 from pipeline.text.formatting import collate, encode_batch, token_budget_batches  # noqa: E402
 from pipeline.training.deepspeed_config import warmup_linear  # noqa: E402
@@ -203,6 +207,33 @@ def prompt_states_probe(run: Path) -> dict[str, float]:
             "precision of that cut": float(labels[cut].mean()) if cut.any() else math.nan}
 
 
+def reply_states_probe(run: Path) -> dict[str, float]:
+    """B's states of the corpus rows' replies read as prompts, as the score stage keeps them, written into the
+    run's ``threshold_data`` file (``reply_state`` per row); returns the share of the plain `mixture` cut's rows
+    whose replies vote for the safety prompts, beside that cut's precision."""
+    corpus, _, _ = _tables(run)
+    path = str(run / "out" / "models" / "safety")
+    model, tokenizer = ResponseLM(load_model(path)).eval(), load_tokenizer(path)
+    projection = prompt_projection(model.lm.config.get_text_config().hidden_size)
+    ids = reply_prompts(tokenizer, corpus.column("input_ids").to_pylist(), corpus.column("prompt_len").to_pylist())
+    x = last_token_states(model, ids, 8192, tokenizer.pad_token_id, torch.device("cpu"), contextlib.nullcontext(), projection)
+    dest = Path(__file__).resolve().parent / "threshold_data" / f"{run.name}.json"
+    data = json.loads(dest.read_text())
+    by_id = dict(zip(corpus.column("id").to_pylist(), x))
+    for r in data["rows"]:
+        r["reply_state"] = rounded(by_id[r["id"]].tolist())
+    data["reply_states_from"] = "python benchmarks/score_probes.py --probe replies"
+    dest.write_text(json.dumps(data, indent=None) + "\n", encoding="utf-8")
+    rows = data["rows"]
+    lr = log_ratio(np.array([r["loss_a"] for r in rows]), np.array([r["loss_b"] for r in rows]), np.ones(len(rows)))
+    value = mixture(lr).value
+    cut = lr > value
+    labels = np.array([r["label"] for r in rows], bool)
+    share = cut_share([(lr, np.array([r["reply_state"] for r in rows]))], value, np.array(data["safety_prompt_states"]))
+    return {"rows in the plain `mixture` cut": float(cut.sum()), "share of them whose replies vote for the safety prompts": share,
+            "precision of that cut": float(labels[cut].mean()) if cut.any() else math.nan}
+
+
 def _tables(run: Path) -> tuple[pa.Table, pa.Table, np.ndarray]:
     """A kept run's tokenised corpus and safety set (as the pipeline ingested them), and the corpus labels."""
     corpus = pq.read_table(next((run / "out" / "work" / "ingest").glob("*.parquet")))
@@ -228,7 +259,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--probe", choices=("tokens", "refusal", "prompts"), default="tokens")
+    ap.add_argument("--probe", choices=("tokens", "refusal", "prompts", "replies"), default="tokens")
     ap.add_argument("--backfill", action="store_true", help="no model pass: write each run's refusal_probe.json into "
                     "threshold_data/ as the `refusal` score")
     a = ap.parse_args()
@@ -237,7 +268,7 @@ def main() -> None:
             backfill(run)
         return
     torch.set_num_threads(a.threads)
-    fn = {"tokens": probe, "refusal": refusal_probe, "prompts": prompt_states_probe}[a.probe]
+    fn = {"tokens": probe, "refusal": refusal_probe, "prompts": prompt_states_probe, "replies": reply_states_probe}[a.probe]
     results = {run.name: fn(run) for run in a.runs}
     names = list(next(iter(results.values())))
     print("| score | " + " | ".join(results) + " |\n|---|" + "---:|" * len(results))

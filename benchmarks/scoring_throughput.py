@@ -7,6 +7,11 @@ in the precision the scorer uses on this machine.
 
     python benchmarks/scoring_throughput.py                      # tiny model built here
     python benchmarks/scoring_throughput.py --model smollm2-135m-instruct --rows 64
+    python benchmarks/scoring_throughput.py --model smollm2-135m-instruct --rows 64 --states prompts+replies
+
+``--states`` adds what the score stage keeps beside the losses: B's prompt states (free: they come out
+of B's pass) and B's reply states (one more pass of B, over each reply read as a prompt). The FLOP/s
+count only the two models' passes, so with reply states the ratio understates the work done.
 """
 
 from __future__ import annotations
@@ -45,13 +50,16 @@ def main() -> None:
     p.add_argument("--response-len", type=int, default=64)
     p.add_argument("--max-tokens", type=int, default=8192, help="scoring.max_tokens_per_batch")
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--states", choices=("none", "prompts", "prompts+replies"), default="none",
+                   help="B's states kept beside the losses, as the score stage keeps them")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     bf16 = bf16_supported(use_gpu=False)
     with tempfile.TemporaryDirectory() as d:
         model = args.model or build_tiny_model(os.path.join(d, "tiny"), ["a b c d e f g h"] * 20)
         path = resolve_model(model)
-        scorer = PairScorer(path, path, "log_ratio", args.max_tokens, "bf16" if bf16 else "fp32", use_gpu=False, threads=args.threads)
+        scorer = PairScorer(path, path, "log_ratio", args.max_tokens, "bf16" if bf16 else "fp32", use_gpu=False, threads=args.threads,
+                            prompt_states=args.states != "none", reply_states=args.states == "prompts+replies")
         params = sum(p.numel() for p in scorer.models[0].parameters())
         vocab = scorer.models[0].lm.config.vocab_size
         rng = np.random.default_rng(0)
@@ -68,7 +76,7 @@ def main() -> None:
     dtype = torch.bfloat16 if bf16 else torch.float32
     peak = matmul_peak(dtype)
     print(f"model: {model or 'tiny'} ({params / 1e6:.1f}M parameters), {args.threads} threads, "
-          f"scoring precision {'bf16 autocast' if bf16 else 'fp32'}")
+          f"scoring precision {'bf16 autocast' if bf16 else 'fp32'}, states kept: {args.states}")
     print(f"rows {args.rows} x {n} tokens: {seconds:.2f}s -> {tokens / seconds:,.0f} tokens/s "
           f"({args.rows / seconds:,.1f} rows/s), each token through models A and B")
     print(f"achieved {achieved / 1e9:.1f} GFLOP/s; {str(dtype).split('.')[-1]} matmul peak "

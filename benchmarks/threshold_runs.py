@@ -61,7 +61,7 @@ def keep_scores(out_dir: Path, corpus: Path, dest: Path, meta: dict) -> None:
     t = pq.read_table(out_dir / "work" / "scores")
     by_id = {json.loads(ln)["id"]: json.loads(ln) for ln in corpus.read_text(encoding="utf-8").splitlines()}
     rows = []
-    optional = {REFUSAL: col.score_column(REFUSAL), "prompt_state": col.PROMPT_STATE}
+    optional = {REFUSAL: col.score_column(REFUSAL), "prompt_state": col.PROMPT_STATE, "reply_state": col.REPLY_STATE}
     present = {k: c for k, c in optional.items() if c in t.column_names}
     for r in t.select(["id", col.LOSS_A, col.LOSS_B, col.N_RESPONSE_TOKENS, *present.values()]).to_pylist():
         src = by_id[r["id"]]

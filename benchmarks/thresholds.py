@@ -39,7 +39,7 @@ from pipeline.config import Config, ScoringConfig
 from pipeline.filtering import prompts, thresholds
 from pipeline.reporting.metrics import auroc, precision_recall_f1
 from pipeline.scoring.scores import REFUSAL, SCORES
-from pipeline.stages.filter import asks_prompts, choose_threshold, corroborating_scores, fallback_score
+from pipeline.stages.filter import choose_threshold, corroborating_scores, fallback_score, votes_asked
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import rule_results  # noqa: E402
@@ -235,57 +235,80 @@ def vote_extended(x: np.ndarray, value: float, rows: np.ndarray, safety: np.ndar
     return float(x[order[k + 1]]) if k + 1 < len(order) else float(np.nextafter(x[order[k]], -np.inf))
 
 
-def config_cut(scores: dict[str, np.ndarray], states: tuple[np.ndarray, np.ndarray] | None, cfg: Config) -> thresholds.Threshold:
+States = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+"""B's states stored with a run: its rows' prompt states, the safety set's prompt states, and its rows' reply
+states (``reply_state``; None where the file has none)."""
+
+
+def config_cut(scores: dict[str, np.ndarray], states: States | None, cfg: Config) -> thresholds.Threshold:
     """The cut the filter stage makes under ``cfg`` on one real run (``scores``: every forward-pass score by
-    name; ``states``: B's prompt states of the rows and of the safety set, or None), the prompt vote taken
-    from the stored states as ``filter.prompt_share`` takes it from the run's shards."""
+    name; ``states``: ``States`` or None), each vote taken from the stored states as ``filter.state_share``
+    takes it from the run's shards. A vote whose states the file lacks is not asked (``judgeable`` says
+    where that could change the cut)."""
     x = scores[cfg.scoring.method]
     # Runs made before the score stage wrote `refusal` (and not probed for it since) lack it.
     others = {name: scores[name] for name in corroborating_scores(cfg) if name in scores}
-    nearer = None
-    if states is not None and asks_prompts(cfg):
-        rows, safety = states
-        nearer = lambda value: prompts.cut_share([(x, rows)], value, safety)  # noqa: E731
+    votes = {}
+    if states is not None:
+        rows, safety, replies = states
+        columns = {thresholds.SAFETY_PROMPTS: rows, thresholds.REPLY_PROMPTS: replies}
+        votes = {name: (lambda value, c=columns[name]: prompts.cut_share([(x, c)], value, safety))
+                 for name in votes_asked(cfg) if columns[name] is not None}
     fallback = fallback_score(cfg)
-    return choose_threshold(x, cfg.filter, others, nearer, scores[fallback] if fallback else None)
+    return choose_threshold(x, cfg.filter, others, votes, scores[fallback] if fallback else None)
 
 
-def config_drop(scores: dict[str, np.ndarray], states: tuple[np.ndarray, np.ndarray] | None, cfg: Config,
+def judgeable(scores: dict[str, np.ndarray], states: States | None, cfg: Config) -> bool:
+    """Whether ``config_cut`` is the filter stage's cut on this run: the run has every vote's states, or the
+    ones it lacks cannot matter (the votes it has backed the cut, or the rule proposed none)."""
+    asked = votes_asked(cfg)
+    if not asked:
+        return True
+    if states is None:
+        return bool(corroborating_scores(cfg)) and False
+    missing = thresholds.REPLY_PROMPTS in asked and states[2] is None
+    if not missing:
+        return True
+    t = config_cut(scores, states, cfg)
+    ev = t.evidence
+    return t.score is None and (math.isfinite(t.value) or (thresholds.WITHDRAWN_CUT not in ev and thresholds.WEAK_CUT not in ev))
+
+
+def config_drop(scores: dict[str, np.ndarray], states: States | None, cfg: Config,
                 extend: bool = False) -> np.ndarray:
     """The rows ``config_cut`` drops, on the score its cut is on (a fallback's own). ``extend``: the cut of
     the filter's own score moved down by the vote (``vote_extended``) where the vote backed it."""
     t = config_cut(scores, states, cfg)
     x = scores[t.score or cfg.scoring.method]
     if extend and t.score is None and t.evidence.get(thresholds.SHARE_NEARER_SAFETY, 0.0) > 0.5:
-        return x > vote_extended(x, t.value, *states)
+        return x > vote_extended(x, t.value, states[0], states[1])
     return x > t.value
 
 
-def corroborated(scores: dict[str, np.ndarray], y: np.ndarray, states: tuple[np.ndarray, np.ndarray] | None = None,
+def corroborated(scores: dict[str, np.ndarray], y: np.ndarray, states: States | None = None,
                  extend: bool = False) -> dict[str, float] | None:
     """The default config's cut on one real run (``config_cut``), in the form of ``judge``'s rule results; None
-    where the default asks the prompts and the run has no states (the pipeline would stop and ask to re-score).
-    ``extend``: ``EXTENDED`` instead (None without states)."""
+    where the run lacks states the default's cut depends on (``judgeable``: the pipeline would stop and ask to
+    re-score). ``extend``: ``EXTENDED`` instead (None without states)."""
     cfg = Config()
-    if states is None and (extend or (asks_prompts(cfg) and not corroborating_scores(cfg))):
+    if (extend and states is None) or not judgeable(scores, states, cfg):
         return None
     drop = config_drop(scores, states, cfg, extend)
     m = precision_recall_f1(drop, y)
     return {k: m[k] for k in ("precision", "recall", "f1")} | {"dropped": float(drop.mean())}
 
 
-def run_arrays(d: dict[str, Any]) -> tuple[np.ndarray, tuple[np.ndarray, ...], dict[str, np.ndarray],
-                                           tuple[np.ndarray, np.ndarray] | None]:
+def run_arrays(d: dict[str, Any]) -> tuple[np.ndarray, tuple[np.ndarray, ...], dict[str, np.ndarray], States | None]:
     """One ``threshold_data`` file's labels, (loss A, loss B, response tokens), every forward-pass score by name
-    (``refusal`` too where the file has it), and B's prompt states of the rows and of the safety set (None
-    where it has none)."""
+    (``refusal`` too where the file has it), and B's ``States`` (None where it has no prompt states)."""
     rows = d["rows"]
     y = np.array([r["label"] for r in rows], bool)
     la, lb, n = (np.array([r[k] for r in rows], float) for k in ("loss_a", "loss_b", "n_tokens"))
     scores = {name: fn(la, lb, n) for name, fn in SCORES.items()}
     if REFUSAL in rows[0]:
         scores[REFUSAL] = np.array([r[REFUSAL] for r in rows], float)
-    states = (np.array([r["prompt_state"] for r in rows], float), np.array(d["safety_prompt_states"], float)
+    replies = np.array([r["reply_state"] for r in rows], float) if "reply_state" in rows[0] else None
+    states = (np.array([r["prompt_state"] for r in rows], float), np.array(d["safety_prompt_states"], float), replies
               ) if "prompt_state" in rows[0] else None
     return y, (la, lb, n), scores, states
 

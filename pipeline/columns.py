@@ -27,7 +27,10 @@ N_RESPONSE_TOKENS = "n_response_tokens"
 PROMPT_STATE = "prompt_state"
 """B's hidden state at the row's last prompt token, projected to a few dozen floats: which prompts B
 takes for the safety set's kind. Internal (the filter reads it); not written to kept/ or dropped/."""
-INTERNAL = (*MODEL_INPUTS, PROMPT_STATE)
+REPLY_STATE = "reply_state"
+"""B's state at the last prompt token when the row's *reply* is the prompt, projected like ``PROMPT_STATE``:
+which replies B takes for the safety set's kind of request. Internal, like ``PROMPT_STATE``."""
+INTERNAL = (*MODEL_INPUTS, PROMPT_STATE, REPLY_STATE)
 """Columns the stages read and the user never needs: dropped from kept/ and dropped/."""
 FORGETTING = "forgetting"
 """The configured score (``scoring.method``), the one the filter cuts on."""

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.data.readers import READERS
 from pipeline.errors import ConfigError
-from pipeline.filtering.thresholds import AUTO_METHODS, SAFETY_PROMPTS
+from pipeline.filtering.thresholds import AUTO_METHODS, REPLY_PROMPTS, SAFETY_PROMPTS
 from pipeline.scoring.scores import REFUSAL, SCORES
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -151,20 +151,19 @@ class FilterConfig(Section):
         "`gmm`: Otsu's split or the crossing of a two-Gaussian fit, both only if that fit finds two modes "
         "(Ashman's D >= 2)."
     )
-    corroborate: list[Literal[(*SCORES, REFUSAL, SAFETY_PROMPTS)]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: [SAFETY_PROMPTS],
+    corroborate: list[Literal[(*SCORES, REFUSAL, SAFETY_PROMPTS, REPLY_PROMPTS)]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: [SAFETY_PROMPTS, REPLY_PROMPTS],
         description="`auto` only: what must back the cut on scoring.method, or nothing is dropped and the report shows "
-        "the withdrawn cut; any one item backing it is enough. `safety_prompts` (the default) is no score: most of the "
-        "cut's rows' prompts must lie nearer, in model B's hidden state at the last prompt token, to the safety set's "
-        "prompts than to the kept rows' (nearest centroid; the states come out of the scoring pass). It also decides a "
-        "cut whose upper component beats one mode by a BIC gain above 0 but not 10 (too weak on the scores' shape "
-        "alone, as on 120-row corpora). A score (`delta`, `seq_logprob_drop`, `refusal`) backs the cut if the same "
-        "rule on it cuts rows more than half of which are in the cut. `delta` and `seq_logprob_drop` measure "
-        "forgetting in absolute terms and can back a cut of unsafe replies to harmless prompts, which the prompts cannot; "
-        "on a calendar corpus of such rows they kept a cut (F1 0.98) that the prompts alone withdrew. They back only a "
-        "cut scoring.method makes (on a docstrings one `log_ratio` made none), and they also backed a 55% cut of a clean "
-        "calendar corpus whose task rows the safety finetune made B forget, so no score backs a cut of more than half "
-        "the rows (only the prompts may). "
+        "the withdrawn cut; any one item backing it is enough. The default is two votes of model B's hidden states, "
+        "no scores. `safety_prompts`: most of the cut's rows' prompts must lie nearer, in B's state at the last prompt "
+        "token, to the safety set's prompts than to the kept rows' prompts (nearest centroid; the states come out of the "
+        "scoring pass). `reply_prompts`: the same vote for each row's reply, read by B as if it were a user's prompt "
+        "(one more pass of B over the replies in the score stage); it sees unsafe replies to ordinary prompts, which "
+        "the prompts cannot (two calendar corpora of such rows: F1 0 -> 0.98 and 0.94; benchmarks/RESULTS.md, fourteenth "
+        "session). Either vote also decides a cut whose upper component beats one mode by a BIC gain above 0 but not 10 "
+        "(too weak on the scores' shape alone, as on 120-row corpora). A score (`delta`, `seq_logprob_drop`, `refusal`) "
+        "backs the cut if the same rule on it cuts rows more than half of which are in the cut; no score backs a cut of "
+        "more than half the rows, since a clean calendar corpus had 55% of its rows forgotten more, in absolute terms too. "
         "`refusal` (B's likelihood of refusing the prompt; needs scoring.refusals > 0) backed a 41% clean cut. "
         "`[]` turns the check off; a list holding scoring.method checks nothing.",
     )

@@ -417,12 +417,20 @@ MAJORITY_CUT = 0.5
 (``corroborate``): the issue this filter answers puts unsafe shares at 1-50%."""
 SHARE_NEARER_SAFETY = f"share_of_cut_nearer_{SAFETY_PROMPTS}"
 """Evidence key of the share of the cut's rows whose prompts vote for the safety set (set whenever they were asked)."""
+REPLY_PROMPTS = "reply_prompts"
+"""The corroboration that asks B's states of the rows' *replies*, each read as a prompt (``filtering.prompts``)."""
+SHARE_REPLIES_NEARER_SAFETY = f"share_of_cut_replies_nearer_{SAFETY_PROMPTS}"
+"""Evidence key of the share of the cut's rows whose replies, read as prompts, vote for the safety set."""
+VOTES = {SAFETY_PROMPTS: SHARE_NEARER_SAFETY, REPLY_PROMPTS: SHARE_REPLIES_NEARER_SAFETY}
+"""The corroborations that are votes of B's states, not scores, and the evidence key of each one's share."""
+_VOTED = {SAFETY_PROMPTS: "prompts", REPLY_PROMPTS: "replies, read as prompts,"}
 
 
 def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
-                rule: Callable[[np.ndarray], Threshold], nearer_safety: float | None = None) -> Threshold:
+                rule: Callable[[np.ndarray], Threshold], votes: dict[str, float] | None = None) -> Threshold:
     """Keep an automatic cut only if ``rule``, run on one of the ``others`` scores, cuts mostly the same rows,
-    or if most of the cut's rows are nearer the safety prompts (``nearer_safety``, their share).
+    or if most of the cut's rows vote for the safety set in one of the ``votes`` (name in ``VOTES`` -> the
+    share of the cut's rows whose prompts, or replies read as prompts, lie nearer the safety prompts).
 
     Why: a score relative to the loss under A (``log_ratio``) amplifies small absolute changes on
     rows that A predicts very well, so a group of task rows with computed or formulaic answers can
@@ -435,18 +443,20 @@ def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
     the corpora this is built for hold up to half unsafe rows, and a majority that forgot more is
     likelier a task sub-type the safety finetune disturbed (a clean calendar corpus: 55% of its rows,
     backed by both absolute scores), on which scores from the same two losses cannot disagree; only
-    the prompts may back such a cut. ``nearer_safety`` (``filtering.prompts.cut_share``, None when not asked)
-    asks the prompts instead: at 50% unsafe the absolute scores show no separate mode, while B still
-    places the cut's prompts with the safety set's. Without backing the cut is withdrawn: nothing is dropped, and the
+    the prompts may back such a cut. The ``votes`` (``filtering.prompts.cut_share``) ask B's states instead:
+    at 50% unsafe the absolute scores show no separate mode, while B still places the cut's prompts
+    with the safety set's; and unsafe replies to ordinary prompts read, to B, like the safety set's
+    requests, where their prompts do not. Without backing the cut is withdrawn: nothing is dropped, and the
     evidence keeps the withdrawn cut and its row count for review. A cut with nothing to check against
-    is returned as it is; so is a rule that dropped nothing, unless it held back a weak cut that the
-    prompts back (``_backed_by_prompts``).
+    is returned as it is; so is a rule that dropped nothing, unless it held back a weak cut that a
+    vote backs (``_backed_by_votes``).
     """
+    votes = votes or {}
     if not math.isfinite(t.value):
-        return _backed_by_prompts(t, scores, nearer_safety)
+        return _backed_by_votes(t, scores, votes)
     cut = np.asarray(scores, dtype=np.float64) > t.value
     would_drop = int(cut.sum())
-    if not would_drop or (not others and nearer_safety is None):
+    if not would_drop or (not others and not votes):
         return t
     evidence: dict[str, float | int] = dict(t.evidence)
     backed, checked = [], []
@@ -461,11 +471,12 @@ def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
         checked.append(f"the same rule on `{name}`")
         if share > 0.5 and not majority:
             backed.append(f"the same rule also cuts mostly these rows on `{name}` ({n} rows)")
-    if nearer_safety is not None:
-        evidence[SHARE_NEARER_SAFETY] = nearer_safety
-        checked.append("B's prompt states")
-        if nearer_safety > 0.5:
-            backed.append(f"{nearer_safety:.0%} of its rows' prompts lie nearer the safety set's than the kept rows' for B")
+    for name, share in votes.items():
+        evidence[VOTES[name]] = share
+        checked.append(f"B's states of the rows' {_VOTED[name].removesuffix(',')}")
+        if share > 0.5:
+            backed.append(f"{share:.0%} of its rows' {_VOTED[name]} lie nearer the safety set's prompts than the kept "
+                          "rows' for B")
     if backed:
         return replace(t, rationale=f"{t.rationale}; corroborated: {'; '.join(backed)}", evidence=evidence)
     majority_note = f" (more than {MAJORITY_CUT:.0%} of the rows: only the prompts can back that)" if majority and others else ""
@@ -515,24 +526,25 @@ def proposed_cut(t: Threshold) -> float | None:
     return t.value if math.isfinite(t.value) else t.evidence.get(WEAK_CUT)
 
 
-def _backed_by_prompts(t: Threshold, scores: np.ndarray, nearer_safety: float | None) -> Threshold:
-    """A rule that dropped nothing, unless it held back a weak cut that B's prompt states back.
+def _backed_by_votes(t: Threshold, scores: np.ndarray, votes: dict[str, float]) -> Threshold:
+    """A rule that dropped nothing, unless it held back a weak cut that one of B's votes (``corroborate``) backs.
 
-    Why only the prompts: the BIC bar asks "very strong" evidence of the scores' shape because
+    Why only the votes: the BIC bar asks "very strong" evidence of the scores' shape because
     that shape is all the rule sees. The other scores come from the same two losses, so their
-    shape is no second opinion; the prompt states are (where a prompt lies for B says nothing about
-    how its reply was forgotten). With that independent vote, positive evidence (BIC gain > 0) is
-    enough, and the vote's own bar stays the same majority as for any cut.
+    shape is no second opinion; B's states are (where a prompt or a reply lies for B says nothing
+    about how the reply was forgotten). With that independent vote, positive evidence (BIC gain > 0)
+    is enough, and the vote's own bar stays the same majority as for any cut.
     """
     weak = t.evidence.get(WEAK_CUT)
-    if weak is None or nearer_safety is None:
+    if weak is None or not votes:
         return t
     rows = int((np.asarray(scores, dtype=np.float64) > weak).sum())
-    evidence = {**t.evidence, SHARE_NEARER_SAFETY: nearer_safety}
-    if nearer_safety <= 0.5:
+    evidence = {**t.evidence, **{VOTES[name]: share for name, share in votes.items()}}
+    said = "; ".join(f"{share:.0%} of its rows' {_VOTED[name]} lie nearer the safety set's prompts than the kept "
+                     "rows' for B" for name, share in votes.items())
+    if max(votes.values()) <= 0.5:
         return Threshold(math.inf, t.method, f"{t.rationale}; the weak cut at {weak:.4g} ({rows} rows) is not backed "
-                         f"either: {nearer_safety:.0%} of its rows' prompts lie nearer the safety set's for B", evidence)
+                         f"either: {said}", evidence)
     evidence["estimated_unsafe_share"] = evidence[WEAK_UNSAFE_SHARE]
     return Threshold(float(weak), t.method, f"{t.rationale.removesuffix(': nothing dropped')}, too little on the scores' "
-                     f"shape alone; corroborated: {nearer_safety:.0%} of the {rows} rows above {weak:.4g} have prompts "
-                     f"nearer the safety set's than the kept rows' for B; cut at {weak:.4g}", evidence)
+                     f"shape alone; corroborated for the {rows} rows above {weak:.4g}: {said}; cut at {weak:.4g}", evidence)

@@ -7,6 +7,9 @@ The precision is resolved on the actor, not on a CPU-only head node (``models.in
 With ``prompt_states``, B's hidden state at each row's last prompt token (where it decides how to
 answer), randomly projected to 64 floats, is kept too (``col.PROMPT_STATE``): the filter asks
 whether a cut's prompts look to B like the safety set's (``filtering.prompts``).
+With ``reply_states``, B also reads each row's reply as if it were a user's prompt, and its state at
+the last token of that prompt is kept the same way (``col.REPLY_STATE``): one more pass of B, over the
+replies alone, so the filter can ask whether a cut's *replies* look to B like the safety set's prompts.
 With ``scoring.refusals`` > 0, B also scores a few of the safety set's refusals after each row's
 prompt (``scores.REFUSAL``): one more pass of B per refusal, an opt-in score to corroborate a cut on.
 """
@@ -26,7 +29,7 @@ from pipeline.scoring.generation import greedy_generate
 from pipeline.scoring.losses import per_example_mean
 from pipeline.scoring.rouge import rouge_drop
 from pipeline.scoring.scores import REFUSAL, compute_scores
-from pipeline.text.formatting import collate, token_budget_batches
+from pipeline.text.formatting import collate, render_prompt, token_budget_batches
 
 
 def mean_response_nll(models: list[Any], ids: list[list[int]], prompt_lens: list[int], max_tokens: int, pad_id: int, device: Any,
@@ -58,11 +61,39 @@ def losses_and_states(models: list[Any], ids: list[list[int]], prompt_lens: list
                 means[j, group] = m.float().cpu().numpy()
                 if proj is not None and j == len(models) - 1:
                     # Right-padded, so a row's last prompt token sits at prompt_len - 1.
-                    last = torch.tensor([prompt_lens[i] - 1 for i in group], device=hidden.device)
-                    at = hidden[torch.arange(len(group), device=hidden.device), last].float()
-                    states[group] = (at @ proj).cpu().numpy()
+                    states[group] = _projected_at(hidden, [prompt_lens[i] - 1 for i in group], proj)
         counts[group] = c.cpu().numpy()
     return means, counts, states
+
+
+def _projected_at(hidden: Any, positions: list[int], proj: Any) -> np.ndarray:
+    """Each row's hidden state (``hidden`` [rows, positions, width]) at its position, times ``proj``."""
+    import torch
+
+    at = hidden[torch.arange(len(positions), device=hidden.device), torch.tensor(positions, device=hidden.device)]
+    return (at.float() @ proj).cpu().numpy()
+
+
+def reply_prompts(tokenizer: Any, ids: list[list[int]], prompt_lens: list[int]) -> list[list[int]]:
+    """Each row's reply (its response tokens, decoded) rendered as a user's prompt, as token ids."""
+    replies = tokenizer.batch_decode([x[p:] for x, p in zip(ids, prompt_lens)], skip_special_tokens=True)
+    texts = [render_prompt(tokenizer, [{"role": "user", "content": r.strip()}]) for r in replies]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def last_token_states(model: Any, ids: list[list[int]], max_tokens: int, pad_id: int, device: Any, autocast: Any,
+                      projection: np.ndarray) -> np.ndarray:
+    """``model``'s hidden state at each row's last token times ``projection`` [hidden, k]: [rows, k]."""
+    import torch
+
+    states = np.full((len(ids), projection.shape[1]), np.nan, dtype=np.float32)
+    proj = torch.from_numpy(projection).to(device)
+    for group in token_budget_batches([len(x) for x in ids], max_tokens):
+        t = collate([ids[i] for i in group], [len(ids[i]) for i in group], pad_id)
+        with torch.inference_mode(), autocast:
+            hidden = model.decode(t["input_ids"].to(device), t["attention_mask"].to(device))
+            states[group] = _projected_at(hidden, [len(ids[i]) - 1 for i in group], proj)
+    return states
 
 
 PROMPT_STATE_DIMS = 64
@@ -90,18 +121,24 @@ def refusal_loglik(model: Any, ids: list[list[int]], prompt_lens: list[int], ref
     return -means[0].reshape(len(ids), len(refusals)).mean(axis=1)
 
 
+def _state_column(states: np.ndarray) -> pa.Array:
+    """[rows, k] floats as a fixed-size-list column (k floats a row)."""
+    return pa.FixedSizeListArray.from_arrays(states.reshape(-1), states.shape[1])
+
+
 class PairScorer:
     """Callable class for ``Dataset.map_batches``: pyarrow batch in, same rows plus score columns out."""
 
     def __init__(self, model_a: str, model_b: str, method: str, max_tokens: int, precision: str, use_gpu: bool,
                  trust_remote_code: bool = False, max_new_tokens: int = 48, threads: int | None = None,
-                 refusals: list[list[int]] | None = None, prompt_states: bool = False) -> None:
+                 refusals: list[list[int]] | None = None, prompt_states: bool = False, reply_states: bool = False) -> None:
         inf = load_for_inference([model_a, model_b], precision, use_gpu, "score", trust_remote_code, threads)
         self.models, self.tokenizer, self.device, self.autocast = inf.models, inf.tokenizer, inf.device, inf.autocast
         self.method, self.max_tokens, self.max_new_tokens = method, max_tokens, max_new_tokens
         self.refusals = refusals or []
         hidden = self.models[1].lm.config.get_text_config().hidden_size
-        self.projection = prompt_projection(hidden) if prompt_states else None
+        self.projection = prompt_projection(hidden) if prompt_states or reply_states else None
+        self.prompt_states, self.reply_states = prompt_states, reply_states
 
     def losses(self, ids: list[list[int]], prompt_lens: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mean response-token NLL under A and under B, and the number of response tokens, per row."""
@@ -120,7 +157,7 @@ class PairScorer:
         prompt_lens = batch.column(col.PROMPT_LEN).to_pylist()
         (loss_a, loss_b), counts, states = losses_and_states(self.models, ids, prompt_lens, self.max_tokens,
                                                              self.tokenizer.pad_token_id, self.device, self.autocast,
-                                                             self.projection)
+                                                             self.projection if self.prompt_states else None)
         cols: dict[str, Any] = {col.LOSS_A: loss_a, col.LOSS_B: loss_b, col.N_RESPONSE_TOKENS: counts}
         cols.update(compute_scores(loss_a, loss_b, counts))
         if self.refusals:
@@ -134,7 +171,11 @@ class PairScorer:
         for name, values in cols.items():
             batch = batch.append_column(name, pa.array(values))
         if states is not None:
-            batch = batch.append_column(col.PROMPT_STATE, pa.FixedSizeListArray.from_arrays(states.reshape(-1), states.shape[1]))
+            batch = batch.append_column(col.PROMPT_STATE, _state_column(states))
+        if self.reply_states:
+            replies = last_token_states(self.models[1], reply_prompts(self.tokenizer, ids, prompt_lens), self.max_tokens,
+                                        self.tokenizer.pad_token_id, self.device, self.autocast, self.projection)
+            batch = batch.append_column(col.REPLY_STATE, _state_column(replies))
         # Without this the actor's memory grows with the corpus (freed batches stay in glibc's heap).
         release_free_heap()
         return batch

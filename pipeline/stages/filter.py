@@ -24,7 +24,7 @@ from pipeline.data.shards import write_empty_shard
 from pipeline.errors import StageError
 from pipeline.filtering import prompts, thresholds
 from pipeline.filtering.split import kept_mask
-from pipeline.filtering.thresholds import SAFETY_PROMPTS, Threshold
+from pipeline.filtering.thresholds import REPLY_PROMPTS, SAFETY_PROMPTS, VOTES, Threshold
 from pipeline.runtime import rundir as layout
 from pipeline.runtime.rundir import RunDir
 from pipeline.scoring.scores import REFUSAL
@@ -33,17 +33,23 @@ from pipeline.scoring.scores import REFUSAL
 def corroborating_scores(cfg: Config) -> list[str]:
     """The scores an automatic cut must be corroborated on: none for a user-chosen cut, and none
     when the filter's own score is among them (it corroborates itself). ``refusal`` only when the
-    score stage wrote it (``scoring.refusals`` > 0). ``safety_prompts`` is no score (``asks_prompts``)."""
+    score stage wrote it (``scoring.refusals`` > 0). The votes of B's states are no scores (``votes_asked``)."""
     f = cfg.filter
     if f.method != "auto" or cfg.scoring.method in f.corroborate:
         return []
-    return [name for name in f.corroborate if name != SAFETY_PROMPTS and (name != REFUSAL or cfg.scoring.refusals)]
+    return [name for name in f.corroborate if name not in VOTES and (name != REFUSAL or cfg.scoring.refusals)]
 
 
-def asks_prompts(cfg: Config) -> bool:
-    """Whether an automatic cut may be corroborated by B's prompt states (``filtering.prompts``)."""
+def votes_asked(cfg: Config) -> list[str]:
+    """The votes of B's states (``thresholds.VOTES``) that may corroborate an automatic cut (``filtering.prompts``)."""
     f = cfg.filter
-    return f.method == "auto" and cfg.scoring.method not in f.corroborate and SAFETY_PROMPTS in f.corroborate
+    if f.method != "auto" or cfg.scoring.method in f.corroborate:
+        return []
+    return [name for name in f.corroborate if name in VOTES]
+
+
+STATE_COLUMNS = {SAFETY_PROMPTS: col.PROMPT_STATE, REPLY_PROMPTS: col.REPLY_STATE}
+"""Each vote's column of row states in the scores; both are compared with the safety set's prompt states."""
 
 
 def fallback_score(cfg: Config) -> str | None:
@@ -53,10 +59,10 @@ def fallback_score(cfg: Config) -> str | None:
 
 
 def choose_threshold(scores: np.ndarray, f: FilterConfig, others: dict[str, np.ndarray] | None = None,
-                     nearer_safety: Callable[[float], float] | None = None,
+                     votes: dict[str, Callable[[float], float]] | None = None,
                      fallback: np.ndarray | None = None) -> Threshold:
-    """The cut the config asks for; an automatic one is checked against the ``others`` scores and, given
-    ``nearer_safety`` (cut value -> share of the cut's rows nearer the safety prompts), B's prompt states;
+    """The cut the config asks for; an automatic one is checked against the ``others`` scores and the ``votes``
+    (name -> a function from a cut value to the share of the cut's rows that vote for the safety prompts);
     where the rule found no cut (none withdrawn), ``fallback`` (the ``filter.fallback`` score's column) may make it."""
     if f.method == "fixed":
         return thresholds.fixed(float(f.value))
@@ -65,34 +71,35 @@ def choose_threshold(scores: np.ndarray, f: FilterConfig, others: dict[str, np.n
     rule = thresholds.AUTO_METHODS[f.auto_method]
     t = rule(scores)
     cut = thresholds.proposed_cut(t)
-    share = nearer_safety(cut) if nearer_safety is not None and cut is not None else None
-    t = thresholds.corroborate(t, scores, others or {}, rule, share)
+    shares = {name: share(cut) for name, share in (votes or {}).items()} if cut is not None else {}
+    t = thresholds.corroborate(t, scores, others or {}, rule, shares)
     return t if fallback is None or f.fallback is None else thresholds.fall_back(t, f.fallback, fallback, rule)
 
 
-def prompt_share(run: RunDir) -> Callable[[float], float]:
-    """``choose_threshold``'s ``nearer_safety`` for a run: streams the scores' prompt states one shard at a time.
+def state_share(run: RunDir, name: str) -> Callable[[float], float]:
+    """``choose_threshold``'s vote ``name`` for a run: streams the scores' states of that vote one shard at a time.
 
-    A run scored before prompt states were kept has none: the check then fails loudly rather than
+    A run scored before those states were kept has none: the check then fails loudly rather than
     quietly skipping a safeguard the config asks for.
     """
-    have = run.schema(layout.SCORES)
-    if have is None or col.PROMPT_STATE not in have.names or not run.exists(layout.SAFETY_SCORES):
-        raise StageError("filter: filter.corroborate asks for safety_prompts, but this run's scores have no prompt "
-                         "states (scored by an older version): remove work/scores and work/safety_scores and run again")
-    safety = _states(run.read_columns(layout.SAFETY_SCORES, [col.PROMPT_STATE]))
+    column, have = STATE_COLUMNS[name], run.schema(layout.SCORES)
+    if have is None or column not in have.names or not run.exists(layout.SAFETY_SCORES):
+        raise StageError(f"filter: filter.corroborate asks for {name}, but this run's scores have no {column} column "
+                         "(scored by an older version or another config): remove work/scores and work/safety_scores "
+                         "and run again")
+    safety = _states(run.read_columns(layout.SAFETY_SCORES, [col.PROMPT_STATE]), col.PROMPT_STATE)
 
     def share(value: float) -> float:
-        batches = ((t.column(col.FORGETTING).to_numpy(zero_copy_only=False), _states(t))
-                   for t in run.iter_columns(layout.SCORES, [col.FORGETTING, col.PROMPT_STATE]))
+        batches = ((t.column(col.FORGETTING).to_numpy(zero_copy_only=False), _states(t, column))
+                   for t in run.iter_columns(layout.SCORES, [col.FORGETTING, column]))
         return prompts.cut_share(batches, value, safety)
 
     return share
 
 
-def _states(t: pa.Table) -> np.ndarray:
-    """A fixed-size-list column of prompt states as a [rows, k] float array."""
-    c = t.column(col.PROMPT_STATE).combine_chunks()
+def _states(t: pa.Table, column: str) -> np.ndarray:
+    """A fixed-size-list column of states as a [rows, k] float array."""
+    c = t.column(column).combine_chunks()
     return c.flatten().to_numpy(zero_copy_only=False).reshape(len(c), -1)
 
 
@@ -115,7 +122,7 @@ def run_filter(cfg: Config, run: RunDir) -> dict[str, Any]:
     table = run.read_columns(layout.SCORES, sorted(needed))
     numbers = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
     t = choose_threshold(numbers[col.FORGETTING], cfg.filter, {name: numbers[col.score_column(name)] for name in others},
-                         prompt_share(run) if asks_prompts(cfg) else None,
+                         {name: state_share(run, name) for name in votes_asked(cfg)},
                          numbers[col.score_column(fallback)] if fallback else None)
     files = run.shards(layout.SCORES)
     if t.ties_to_drop:

@@ -4,7 +4,8 @@ Each actor holds both models; rows stream from the ingested shards through the p
 Parquet, so memory stays bounded whatever the corpus size. The output keeps every column and adds
 the losses, all forward-pass scores (``forgetting`` is the configured one), B's prompt states
 (``col.PROMPT_STATE``; the safety set is scored too, into ``work/safety_scores``, for the filter to
-compare them with) and, with
+compare them with), B's states of the replies read as prompts where ``filter.corroborate`` asks for
+them (``col.REPLY_STATE``: one more pass of B) and, with
 ``scoring.refusals`` > 0, B's likelihood of refusing each prompt (``score_refusal``, an opt-in
 corroborating score), so re-thresholding never needs the models again.
 """
@@ -19,6 +20,7 @@ from pipeline import columns as col
 from pipeline.config import Config
 from pipeline.data.shards import write_dataset_shards
 from pipeline.errors import StageError
+from pipeline.filtering.thresholds import REPLY_PROMPTS
 from pipeline.runtime import rundir as layout
 from pipeline.runtime.rundir import RunDir
 
@@ -52,6 +54,7 @@ def run_score(cfg: Config, run: RunDir) -> dict[str, Any]:
     import ray
 
     from pipeline.scoring.scorer import PairScorer  # torch and transformers: only where scoring runs
+    from pipeline.stages.filter import votes_asked
 
     sc = cfg.scoring
     use_gpu = sc.gpus_per_actor > 0
@@ -70,7 +73,8 @@ def run_score(cfg: Config, run: RunDir) -> dict[str, Any]:
 
     # The safety set too (a few hundred rows): its prompt states are what the filter compares a cut with.
     outputs = ((layout.SAFETY, layout.SAFETY_SCORES, {"method": "log_ratio" if sc.method == "rouge" else sc.method}),
-               (layout.INGEST, layout.SCORES, {"refusals": refusal_replies(run, sc.refusals, cfg.seed) if sc.refusals else None}))
+               (layout.INGEST, layout.SCORES, {"refusals": refusal_replies(run, sc.refusals, cfg.seed) if sc.refusals else None,
+                                               "reply_states": REPLY_PROMPTS in votes_asked(cfg)}))
     for source, dest, extra in outputs:
         tmp = run.staging(dest)
         write_dataset_shards(scored(source, **extra), run.path(tmp), run.arrow_fs(), cfg.output)

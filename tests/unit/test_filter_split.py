@@ -9,9 +9,10 @@ from pipeline import columns as col
 from pipeline.config import build_config
 from pipeline.errors import ConfigError
 from pipeline.filtering import split, thresholds
+from pipeline.filtering.thresholds import REPLY_PROMPTS, SAFETY_PROMPTS
 from pipeline.reporting.metrics import auroc
 from pipeline.runtime.rundir import RunDir
-from pipeline.stages.filter import _side, asks_prompts, choose_threshold, corroborating_scores, fallback_score
+from pipeline.stages.filter import _side, choose_threshold, corroborating_scores, fallback_score, votes_asked
 from pipeline.stages.report import evaluate, nearest_cut, summarise
 
 
@@ -105,12 +106,14 @@ def test_only_an_automatic_cut_on_another_score_is_corroborated():
         build_config({}, ["filter.corroborate=[rouge]"])
 
 
-def test_the_prompt_states_corroborate_only_an_automatic_cut_that_asks_for_them():
-    assert asks_prompts(build_config({}))  # the default
+def test_the_votes_of_bs_states_corroborate_only_an_automatic_cut_that_asks_for_them():
+    assert SAFETY_PROMPTS in votes_asked(build_config({}))  # the default
     asked = build_config({}, ["filter.corroborate=[delta, safety_prompts]"])
-    assert asks_prompts(asked) and corroborating_scores(asked) == ["delta"]  # no score column of that name
-    assert not asks_prompts(build_config({}, ["filter.corroborate=[delta]"]))
-    assert not asks_prompts(build_config({}, ["filter.corroborate=[safety_prompts]", "filter.method=fixed", "filter.value=1"]))
+    assert votes_asked(asked) == [SAFETY_PROMPTS] and corroborating_scores(asked) == ["delta"]  # no score column of that name
+    both = build_config({}, ["filter.corroborate=[reply_prompts, safety_prompts]"])
+    assert votes_asked(both) == [REPLY_PROMPTS, SAFETY_PROMPTS] and corroborating_scores(both) == []
+    assert not votes_asked(build_config({}, ["filter.corroborate=[delta]"]))
+    assert not votes_asked(build_config({}, ["filter.corroborate=[safety_prompts]", "filter.method=fixed", "filter.value=1"]))
     x = np.r_[np.random.default_rng(0).normal(0.0, 0.05, 240), np.random.default_rng(1).normal(1.0, 0.05, 60)]
     flat = {"delta": np.random.default_rng(2).normal(0.0, 1.0, 300)}
     seen = []
@@ -119,14 +122,14 @@ def test_the_prompt_states_corroborate_only_an_automatic_cut_that_asks_for_them(
         seen.append(value)
         return 0.8
 
-    t = choose_threshold(x, asked.filter, flat, nearer)
+    t = choose_threshold(x, asked.filter, flat, {SAFETY_PROMPTS: nearer})
     assert np.isfinite(t.value) and seen == [t.value]  # asked about the very cut it keeps
-    assert not np.isfinite(choose_threshold(x, asked.filter, flat, lambda _: 0.2).value)
+    assert not np.isfinite(choose_threshold(x, asked.filter, flat, {SAFETY_PROMPTS: lambda _: 0.2}).value)
     # A cut the rule held back as too weak on the scores' shape is asked about too.
     r = np.random.default_rng(0)
     few = np.r_[r.normal(0.05, 0.05, 15), r.normal(0.35, 0.08, 5)]
     seen.clear()
-    t = choose_threshold(few, asked.filter, {}, nearer)
+    t = choose_threshold(few, asked.filter, {}, {SAFETY_PROMPTS: nearer})
     assert np.isfinite(t.value) and seen == [t.value]
     assert not np.isfinite(choose_threshold(few, asked.filter, {}).value)
 
@@ -148,7 +151,7 @@ def test_where_the_filters_own_score_drops_nothing_the_fallback_score_may_cut_a_
     own = np.r_[r.normal(0.0, 0.05, 270), r.normal(1.0, 0.05, 30)]
     assert choose_threshold(own, cfg.filter, {}, None, delta).score is None
     # No fallback where the filter's own cut was found and withdrawn: the vote judged that group.
-    withdrawn = choose_threshold(own, build_config({}, ["filter.fallback=delta"]).filter, {}, lambda _: 0.0, delta)
+    withdrawn = choose_threshold(own, build_config({}, ["filter.fallback=delta"]).filter, {}, {SAFETY_PROMPTS: lambda _: 0.0}, delta)
     assert np.isinf(withdrawn.value) and "withdrawn_cut" in withdrawn.evidence and withdrawn.score is None
     # A majority upper group on the fallback score (a task sub-type B forgot) is not cut.
     majority = np.r_[r.normal(0.0, 0.05, 120), r.normal(1.0, 0.05, 180)]

@@ -241,7 +241,7 @@ def test_no_score_backs_a_cut_of_most_rows_but_the_prompts_may():
     withdrawn = thresholds.corroborate(cut, x, same, thresholds.mixture)
     assert math.isinf(withdrawn.value) and "only the prompts can back" in withdrawn.rationale
     assert withdrawn.evidence["share_of_delta_cut_in_cut"] == 1.0
-    kept = thresholds.corroborate(cut, x, same, thresholds.mixture, nearer_safety=0.9)
+    kept = thresholds.corroborate(cut, x, same, thresholds.mixture, {thresholds.SAFETY_PROMPTS: 0.9})
     assert kept.value == cut.value
     # The same score backs the same shape when the upper group is a minority.
     y, _ = _task_and_unsafe(np.random.default_rng(7).normal(0.8, 0.1, 40), n_task=60)
@@ -255,11 +255,31 @@ def test_prompts_nearer_the_safety_set_corroborate_a_cut_the_scores_do_not():
     cut = thresholds.mixture(x)
     flat = {"delta": np.random.default_rng(8).normal(0.0, 1.0, len(x))}
     assert math.isinf(thresholds.corroborate(cut, x, flat, thresholds.mixture).value)
-    kept = thresholds.corroborate(cut, x, flat, thresholds.mixture, nearer_safety=0.9)
+    kept = thresholds.corroborate(cut, x, flat, thresholds.mixture, {thresholds.SAFETY_PROMPTS: 0.9})
     assert kept.value == cut.value and kept.evidence["share_of_cut_nearer_safety_prompts"] == 0.9
     assert "safety set" in kept.rationale
-    withdrawn = thresholds.corroborate(cut, x, {}, thresholds.mixture, nearer_safety=0.5)
-    assert math.isinf(withdrawn.value) and "prompt states" in withdrawn.rationale
+    withdrawn = thresholds.corroborate(cut, x, {}, thresholds.mixture, {thresholds.SAFETY_PROMPTS: 0.5})
+    assert math.isinf(withdrawn.value) and "B's states of the rows' prompts" in withdrawn.rationale
+
+
+def test_replies_that_read_like_the_safety_prompts_back_a_cut_whose_prompts_do_not():
+    # Unsafe replies to ordinary prompts: the prompts vote with the kept rows, the replies with the safety set.
+    x, _ = _task_and_unsafe(np.random.default_rng(7).normal(0.8, 0.1, 60))
+    cut = thresholds.mixture(x)
+    votes = {thresholds.SAFETY_PROMPTS: 0.0, thresholds.REPLY_PROMPTS: 0.9}
+    kept = thresholds.corroborate(cut, x, {}, thresholds.mixture, votes)
+    assert kept.value == cut.value and "replies, read as prompts, lie nearer" in kept.rationale
+    assert kept.evidence[thresholds.SHARE_REPLIES_NEARER_SAFETY] == 0.9 and kept.evidence[thresholds.SHARE_NEARER_SAFETY] == 0.0
+    # Neither vote for the safety set: withdrawn, both shares kept for review.
+    lost = thresholds.corroborate(cut, x, {}, thresholds.mixture, {**votes, thresholds.REPLY_PROMPTS: 0.5})
+    assert math.isinf(lost.value) and lost.evidence[thresholds.SHARE_REPLIES_NEARER_SAFETY] == 0.5
+    assert "replies" in lost.rationale and thresholds.WITHDRAWN_CUT in lost.evidence
+    # A weak cut, too: either vote may back it.
+    r = np.random.default_rng(0)
+    few = np.r_[r.normal(0.05, 0.05, 15), r.normal(0.35, 0.08, 5)]
+    weak = thresholds.mixture(few)
+    assert thresholds.corroborate(weak, few, {}, thresholds.mixture, votes).value == weak.evidence[thresholds.WEAK_CUT]
+    assert math.isinf(thresholds.corroborate(weak, few, {}, thresholds.mixture, {thresholds.REPLY_PROMPTS: 0.4}).value)
 
 
 def test_a_cut_too_weak_on_the_shape_alone_is_made_only_if_the_prompts_back_it():
@@ -273,17 +293,17 @@ def test_a_cut_too_weak_on_the_shape_alone_is_made_only_if_the_prompts_back_it()
     # Another score with the same shape is no second opinion: it comes from the same losses.
     same = {"delta": x.copy()}
     assert math.isinf(thresholds.corroborate(weak, x, same, thresholds.mixture).value)
-    backed = thresholds.corroborate(weak, x, same, thresholds.mixture, nearer_safety=0.8)
+    backed = thresholds.corroborate(weak, x, same, thresholds.mixture, {thresholds.SAFETY_PROMPTS: 0.8})
     assert backed.value == cut and "corroborated" in backed.rationale
     assert backed.evidence["estimated_unsafe_share"] == weak.evidence[thresholds.WEAK_UNSAFE_SHARE] > 0
-    not_backed = thresholds.corroborate(weak, x, same, thresholds.mixture, nearer_safety=0.5)
+    not_backed = thresholds.corroborate(weak, x, same, thresholds.mixture, {thresholds.SAFETY_PROMPTS: 0.5})
     assert math.isinf(not_backed.value) and "not backed" in not_backed.rationale
     # No weak cut where one component fits better (BIC gain <= 0): the prompts cannot conjure a cut.
     r = np.random.default_rng(2)
     y = np.r_[r.normal(0.05, 0.05, 23), r.normal(0.35, 0.08, 7)]
     one_mode = thresholds.mixture(y)
     assert one_mode.evidence["bic_gain"] <= 0 and thresholds.proposed_cut(one_mode) is None
-    assert math.isinf(thresholds.corroborate(one_mode, y, {}, thresholds.mixture, nearer_safety=1.0).value)
+    assert math.isinf(thresholds.corroborate(one_mode, y, {}, thresholds.mixture, {thresholds.SAFETY_PROMPTS: 1.0}).value)
 
 
 def test_share_nearer_safety_is_the_nearest_centroid_vote_of_the_cut_rows():
