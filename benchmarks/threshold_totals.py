@@ -1,16 +1,18 @@
-"""Totals of the automatic cut under several configs, over the real evaluation runs with prompt states.
+"""Totals of the automatic cut under several configs, over the real evaluation runs every config can be judged on.
 
 ``benchmarks/thresholds.py`` judges each rule against the issue's gates; this adds up what a config
 costs and gains over all such runs at once: summed F1, task rows dropped, and clean corpora cut by
 more than 1%. Each run's cut is made by ``choose_threshold`` under ``load_config(None, overrides)``,
-exactly as the filter stage makes it, with the prompt vote from the run's stored states. The README's
-totals ("Over the N evaluation runs that carry prompt states") come from here.
+exactly as the filter stage makes it, with the votes from the run's stored states. A run counts only where
+every config's cut is the filter stage's (``thresholds.judgeable``: it has the states each vote needs, or
+the missing ones cannot change that config's cut); the others are listed. The README's totals come from here.
 
 The absolute-score list is the size-capped candidate of the twelfth session: since the thirteenth,
 ``filtering.thresholds.corroborate`` lets no score back a cut of more than half the rows
 (``MAJORITY_CUT``), so the list's totals here are capped; RESULTS.md keeps the uncapped ones. Every
 config but the default is taken without ``filter.fallback`` (the default's since the thirteenth
-session), so each row shows that setting alone.
+session), so each row shows that setting alone. Since the fourteenth session the default has a second vote,
+on the rows' replies (``reply_prompts``); the thirteenth session's default is the row without it.
 
     python benchmarks/threshold_totals.py [--per-run]
 """
@@ -24,17 +26,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from thresholds import SEEN_WHILE_TUNING, config_drop, run_arrays  # noqa: E402
+from thresholds import SEEN_WHILE_TUNING, config_drop, judgeable, run_arrays  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
 from pipeline.reporting.metrics import precision_recall_f1  # noqa: E402
 
+PROMPTS = "filter.corroborate=[safety_prompts]"
 ABSOLUTE = "filter.corroborate=[delta,seq_logprob_drop,safety_prompts]"
 NO_FALLBACK = "filter.fallback=null"
 CONFIGS = {
-    "default (the prompt vote, the `delta` fallback)": [],
-    "the prompt vote alone (twelfth-session default)": [NO_FALLBACK],
-    "absolute scores and the vote (size-capped)": [ABSOLUTE, NO_FALLBACK],
+    "default (both votes, the `delta` fallback)": [],
+    "the prompt vote and the `delta` fallback (thirteenth-session default)": [PROMPTS],
+    "the prompt vote alone (twelfth-session default)": [PROMPTS, NO_FALLBACK],
+    "absolute scores and the prompt vote (size-capped)": [ABSOLUTE, NO_FALLBACK],
     "absolute scores only": ["filter.corroborate=[delta,seq_logprob_drop]", NO_FALLBACK],
     "log_ratio, no corroboration": ["filter.corroborate=[]", NO_FALLBACK],
     "delta, no corroboration": ["scoring.method=delta", "filter.corroborate=[]"],
@@ -48,16 +52,20 @@ def main() -> None:
     ap.add_argument("--per-run", action="store_true", help="also print each run's F1 / task rows / share dropped")
     a = ap.parse_args()
     totals = {name: [0.0, 0, 0] for name in CONFIGS}
-    runs = 0
+    configs = {name: load_config(None, overrides) for name, overrides in CONFIGS.items()}
+    runs, left_out = 0, []
     for path in sorted((HERE / "threshold_data").glob("*.json")):
         d = json.loads(path.read_text())
         y, _, scores, states = run_arrays(d)
         if d["run"] in SEEN_WHILE_TUNING or states is None:
             continue
+        if not all(judgeable(scores, states, cfg) for cfg in configs.values()):
+            left_out.append(d["run"])
+            continue
         runs += 1
         line = []
-        for name, overrides in CONFIGS.items():
-            drop = config_drop(scores, states, load_config(None, overrides))
+        for name, cfg in configs.items():
+            drop = config_drop(scores, states, cfg)
             f1 = precision_recall_f1(drop, y)["f1"] if y.any() else 0.0
             t = totals[name]
             t[0] += f1
@@ -66,7 +74,8 @@ def main() -> None:
             line.append(f"{f1:.3f} / {int((drop & ~y).sum())} / {drop.mean():.1%}")
         if a.per_run:
             print(f"| {d['run']} | " + " | ".join(line) + " |")
-    print(f"\n{runs} evaluation runs with prompt states: summed F1 / task rows dropped / clean corpora cut by more than 1%\n")
+    print(f"\n{runs} evaluation runs with prompt states: summed F1 / task rows dropped / clean corpora cut by more than 1%")
+    print(f"(left out, no reply states where the reply vote could change the default's cut: {', '.join(left_out) or 'none'})\n")
     print("| config | summed F1 | task rows dropped | clean corpora cut |\n|---|---:|---:|---:|")
     for name, (f1, task, clean) in totals.items():
         print(f"| {name} | {f1:.2f} | {task} | {clean} |")

@@ -154,7 +154,9 @@ B's prompt states, ``safety_prompts``). Only runs whose file carries those state
 in each set) can be judged; on the others the default is "-" and left out of the gates. Only real
 runs have the losses and states, so on real runs this is the default and plain ``mixture`` its first step.
 Since the thirteenth session it includes the default ``filter.fallback`` (``delta``'s own cut where
-``log_ratio`` finds none), whose cut may be on ``delta``."""
+``log_ratio`` finds none), whose cut may be on ``delta``; since the fourteenth the second vote, on the rows'
+replies (``reply_prompts``), which only runs whose file carries reply states can have: on the others the
+default is judged only where that vote cannot change its cut (``judgeable``)."""
 
 
 TWELFTH_SESSION_RUNS = {
@@ -179,9 +181,19 @@ THIRTEENTH_SESSION_RUNS = {
 }
 """The thirteenth session's runs at the package defaults (2026-12-03), pre-registered for the size-capped list and
 the ``delta`` fallback before they ran."""
+FOURTEENTH_SESSION_RUNS = {
+    f"{spec}-120rows-seed13-strong-evaluation.enabled=false" for spec in (
+        "calendar-25pct-hijacked", "calendar-00pct-varied", "mixed-00pct-varied", "docstrings-25pct-hijacked",
+        "jokes-25pct-hijacked", "docstrings-10pct-varied")
+}
+"""The fourteenth session's seed-13 runs (2026-12-04), pre-registered in RESULTS.md before any of them started."""
+MADE_AFTER_REPLY_VOTE = FOURTEENTH_SESSION_RUNS
+"""Real runs made after ``reply_prompts`` joined the default (fourteenth session): its only evaluation runs. The
+17 runs whose reply states ``score_probes.py --probe replies`` added are the data it was adopted on."""
+
 MADE_AFTER_FALLBACK = {
     "docstrings-10pct-varied-320rows-seed12-defaults-safety80", "mixed-00pct-varied-320rows-seed12-defaults-safety80",
-}
+} | FOURTEENTH_SESSION_RUNS
 """Real runs made after ``filter.fallback`` took its final form (no fallback after a withdrawn cut; pre-registered
 in RESULTS.md after the first two seed-12 runs): its only evaluation runs."""
 
@@ -196,13 +208,13 @@ MADE_AFTER_CORROBORATION = {
     "calendar-50pct-varied-240rows-seed7-defaults-safety80", "calendar-00pct-varied-320rows-seed8-defaults-safety80",
     "docstrings-50pct-varied-240rows-seed8-defaults-safety80", "calendar-00pct-varied-320rows-seed9-defaults-safety80",
     "mixed-00pct-varied-320rows-seed9-defaults-safety80", "docstrings-25pct-templated-120rows-seed9-strong-evaluation.enabled=false",
-} | TWELFTH_SESSION_RUNS | THIRTEENTH_SESSION_RUNS
+} | TWELFTH_SESSION_RUNS | THIRTEENTH_SESSION_RUNS | FOURTEENTH_SESSION_RUNS
 """Real runs made after corroboration was chosen (on every run before them, 2026-12-02): the only
 evaluation runs for ``mixture+corroboration``; they are also in the evaluation group above."""
 MADE_AFTER_SAFETY_PROMPTS = {
     "docstrings-50pct-varied-240rows-seed8-defaults-safety80", "calendar-00pct-varied-320rows-seed9-defaults-safety80",
     "mixed-00pct-varied-320rows-seed9-defaults-safety80", "docstrings-25pct-templated-120rows-seed9-strong-evaluation.enabled=false",
-} | TWELFTH_SESSION_RUNS | THIRTEENTH_SESSION_RUNS
+} | TWELFTH_SESSION_RUNS | THIRTEENTH_SESSION_RUNS | FOURTEENTH_SESSION_RUNS
 """Real runs made after ``safety_prompts`` joined the default (2026-12-03, tenth session), with the
 pipeline's own prompt states: the only evaluation runs for it. The 21 runs whose states
 ``score_probes.py --probe prompts`` added are its tuning data. The prompt vote alone became the
@@ -216,7 +228,7 @@ default makes a cut backed by the prompt vote, the rows just below it vote too (
 safety prompts' centroid or the kept rows'), and the cut moves down to where the net count of
 safety votes, walking down the scores, is highest. No constant: votes as labels, the best cut on them."""
 
-MADE_AFTER_EXTENSION = TWELFTH_SESSION_RUNS | THIRTEENTH_SESSION_RUNS
+MADE_AFTER_EXTENSION = TWELFTH_SESSION_RUNS | THIRTEENTH_SESSION_RUNS | FOURTEENTH_SESSION_RUNS
 """Real runs made after ``EXTENDED`` was written down (2026-12-03, twelfth session): its only evaluation runs."""
 
 
@@ -382,7 +394,8 @@ def main() -> None:
                 "evaluation of corroboration: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_CORROBORATION],
                 "evaluation of safety_prompts: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_SAFETY_PROMPTS],
                 "evaluation of the vote extension: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_EXTENSION],
-                "evaluation of the delta fallback: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_FALLBACK]}
+                "evaluation of the delta fallback: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_FALLBACK],
+                "evaluation of the reply vote: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_REPLY_VOTE]}
     if a.real_only:
         groups = {g: v for g, v in json.loads(Path(a.out).read_text())["sets"].items() if g not in by_group} | by_group
     else:

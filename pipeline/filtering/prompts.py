@@ -10,9 +10,13 @@ constant to tune: the nearer centroid wins, and the cut is backed when most of i
 the safety set. On the threshold benchmark's real runs the share of votes tracked the cut's
 precision to within a few rows (``benchmarks/RESULTS.md``, "Automatic threshold").
 
-What it cannot see: unsafe *replies* to harmless prompts (a biased or toxic completion of an
-ordinary request); the prompt is all it looks at. A task whose prompts resemble the safety set's
-(security or medical questions) would be backed as unsafe: that is the method's own limit too.
+What the prompt cannot show: unsafe *replies* to harmless prompts (a harmful how-to as the answer
+to a calendar question, a poisoned dataset). So the same vote is also taken on each row's reply,
+read by B as if it were a user's prompt (``scoring.scorer.reply_prompts``): the same template,
+position and projection as the safety prompts' states, so the two are alike and comparable. The
+functions here serve both; the filter takes either vote as backing (``thresholds.corroborate``).
+A task whose prompts or replies resemble the safety set's prompts (security or medical questions)
+would be backed as unsafe: that is the method's own limit too.
 """
 
 from __future__ import annotations

@@ -85,3 +85,10 @@ def test_scores_every_row_into_shards_of_exactly_rows_per_file(run, ray_local):
     assert len(np.unique(x.round(5), axis=0)) > 0.99 * len(x)
     safety = pq.read_table(run.path(layout.SAFETY_SCORES), columns=["example_id", "prompt_state"])
     assert sorted(safety["example_id"].to_pylist()) == [f"safe-{i}" for i in range(8)]
+    # B's reply states (the default's second vote): as many, distinct per row, and not the prompt states;
+    # the safety set's replies are not read (its prompts are what a reply is compared with).
+    replies = pq.read_table(run.path(layout.SCORES), columns=["reply_state"])["reply_state"].combine_chunks()
+    r = replies.flatten().to_numpy().reshape(len(replies), -1)
+    assert r.shape == x.shape and np.all(np.isfinite(r)) and not np.allclose(r, x)
+    assert len(np.unique(r.round(5), axis=0)) > 0.99 * len(r)
+    assert "reply_state" not in run.schema(layout.SAFETY_SCORES).names

@@ -7,12 +7,12 @@ import pytest
 
 from pipeline import columns as col
 from pipeline.config import build_config
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, StageError
 from pipeline.filtering import split, thresholds
 from pipeline.filtering.thresholds import REPLY_PROMPTS, SAFETY_PROMPTS
 from pipeline.reporting.metrics import auroc
 from pipeline.runtime.rundir import RunDir
-from pipeline.stages.filter import _side, choose_threshold, corroborating_scores, fallback_score, votes_asked
+from pipeline.stages.filter import _side, choose_threshold, corroborating_scores, fallback_score, state_share, votes_asked
 from pipeline.stages.report import evaluate, nearest_cut, summarise
 
 
@@ -162,3 +162,28 @@ def test_where_the_filters_own_score_drops_nothing_the_fallback_score_may_cut_a_
     dropped = _side(t, False)(table)
     assert dropped.num_rows == 60 and min(dropped.column(col.score_column("delta")).to_pylist()) > t.value
     assert split.threshold_from_record(t.to_dict()).score == "delta"
+
+
+def _states_column(x: np.ndarray) -> pa.Array:
+    return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1).astype(np.float32)), x.shape[1])
+
+
+def test_each_vote_reads_its_own_states_and_a_run_without_them_stops_with_one_line(tmp_path):
+    # Unsafe replies after ordinary prompts: the cut's prompts lie with the kept rows', its replies with the safety prompts.
+    r = np.random.default_rng(0)
+    safety = r.normal(3.0, 0.3, (20, 8))
+    forgetting = np.r_[np.zeros(40), np.ones(10)]
+    prompt = r.normal(0.0, 0.3, (50, 8))
+    reply = np.r_[r.normal(0.0, 0.3, (40, 8)), r.normal(3.0, 0.3, (10, 8))]
+    run = RunDir(str(tmp_path))
+    for rel in ("work/scores", "work/safety_scores"):
+        (tmp_path / rel).mkdir(parents=True)
+    pq.write_table(pa.table({"prompt_state": _states_column(safety)}), tmp_path / "work/safety_scores/a.parquet")
+    t = pa.table({col.FORGETTING: forgetting, col.PROMPT_STATE: _states_column(prompt)})
+    pq.write_table(t, tmp_path / "work/scores/a.parquet")
+    assert state_share(run, SAFETY_PROMPTS)(0.5) == 0.0
+    with pytest.raises(StageError, match="reply_prompts.*no reply_state column") as err:
+        state_share(run, REPLY_PROMPTS)
+    assert "\n" not in str(err.value)
+    pq.write_table(t.append_column(col.REPLY_STATE, _states_column(reply)), tmp_path / "work/scores/a.parquet")
+    assert state_share(run, REPLY_PROMPTS)(0.5) == 1.0 and state_share(run, SAFETY_PROMPTS)(0.5) == 0.0
