@@ -413,7 +413,7 @@ SAFETY_PROMPTS = "safety_prompts"
 WITHDRAWN_CUT = "withdrawn_cut"
 """Evidence key of a cut ``corroborate`` withdrew (``fall_back`` does not run after one)."""
 MAJORITY_CUT = 0.5
-"""A cut of more than this share of the rows can be backed by the prompts only, not by another score
+"""A cut of more than this share of the rows can be backed by B's votes only, not by another score
 (``corroborate``): the issue this filter answers puts unsafe shares at 1-50%."""
 SHARE_NEARER_SAFETY = f"share_of_cut_nearer_{SAFETY_PROMPTS}"
 """Evidence key of the share of the cut's rows whose prompts vote for the safety set (set whenever they were asked)."""
@@ -443,7 +443,7 @@ def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
     the corpora this is built for hold up to half unsafe rows, and a majority that forgot more is
     likelier a task sub-type the safety finetune disturbed (a clean calendar corpus: 55% of its rows,
     backed by both absolute scores), on which scores from the same two losses cannot disagree; only
-    the prompts may back such a cut. The ``votes`` (``filtering.prompts.cut_share``) ask B's states instead:
+    B's votes may back such a cut. The ``votes`` (``filtering.prompts.cut_share``) ask B's states instead:
     at 50% unsafe the absolute scores show no separate mode, while B still places the cut's prompts
     with the safety set's; and unsafe replies to ordinary prompts read, to B, like the safety set's
     requests, where their prompts do not. Without backing the cut is withdrawn: nothing is dropped, and the
@@ -479,7 +479,7 @@ def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
                           "rows' for B")
     if backed:
         return replace(t, rationale=f"{t.rationale}; corroborated: {'; '.join(backed)}", evidence=evidence)
-    majority_note = f" (more than {MAJORITY_CUT:.0%} of the rows: only the prompts can back that)" if majority and others else ""
+    majority_note = f" (more than {MAJORITY_CUT:.0%} of the rows: only B's votes can back that)" if majority and others else ""
     return Threshold(math.inf, t.method, f"cut withdrawn, nothing dropped: it would drop {would_drop} rows at "
                      f"{t.value:.4g}{majority_note}, but it is not backed by {' or '.join(checked)}. "
                      f"The withdrawn cut: {t.rationale}",

@@ -86,7 +86,7 @@ def test_the_report_streams_shards_yet_its_label_metrics_are_exact(tmp_path):
 
 def test_only_an_automatic_cut_on_another_score_is_corroborated():
     both = "filter.corroborate=[delta, seq_logprob_drop]"
-    assert corroborating_scores(build_config({})) == []  # the default asks only the prompts
+    assert corroborating_scores(build_config({})) == []  # the default asks only B's votes
     assert corroborating_scores(build_config({}, [both])) == ["delta", "seq_logprob_drop"]
     three = "filter.corroborate=[delta, seq_logprob_drop, refusal]"
     assert corroborating_scores(build_config({}, [three, "scoring.refusals=4"])) == ["delta", "seq_logprob_drop", "refusal"]

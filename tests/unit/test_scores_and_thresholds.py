@@ -239,7 +239,7 @@ def test_no_score_backs_a_cut_of_most_rows_but_the_prompts_may():
     assert (x > cut.value).sum() == upper.sum() == 60
     same = {"delta": x * 2.0}
     withdrawn = thresholds.corroborate(cut, x, same, thresholds.mixture)
-    assert math.isinf(withdrawn.value) and "only the prompts can back" in withdrawn.rationale
+    assert math.isinf(withdrawn.value) and "only B's votes can back" in withdrawn.rationale
     assert withdrawn.evidence["share_of_delta_cut_in_cut"] == 1.0
     kept = thresholds.corroborate(cut, x, same, thresholds.mixture, {thresholds.SAFETY_PROMPTS: 0.9})
     assert kept.value == cut.value
