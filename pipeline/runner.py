@@ -30,7 +30,7 @@ from pipeline.stages.filter import run_filter
 from pipeline.stages.finetune import held_out_fraction, run_finetune, run_safety_tune
 from pipeline.stages.ingest import check_inputs, run_ingest
 from pipeline.stages.report import run_report
-from pipeline.stages.score import run_score
+from pipeline.stages.score import keeps_reply_states, run_score
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,12 @@ def _holdout(cfg: Config) -> str:
     return f"holdout={f}:seed={cfg.seed}" if f else ""
 
 
+def _reply_states(cfg: Config) -> str:
+    """Whether the scores hold B's reply states (``filter.corroborate`` asks for them); empty when not, so
+    runs scored before they existed keep their fingerprints and a config that asks for them re-scores."""
+    return "reply_states" if keeps_reply_states(cfg) else ""
+
+
 def _harmful_prompts(cfg: Config) -> str:
     return input_signature(cfg.evaluation.harmful_prompts, cfg.data.format)
 
@@ -84,7 +90,7 @@ STAGES = (
     Stage("safety-tune", run_safety_tune, ("model", "safety_finetune", "seed"), reads=(layout.SAFETY, layout.MODEL_A),
           writes=(layout.MODEL_B,)),
     Stage("score", run_score, ("model", "scoring"), reads=(layout.INGEST, layout.MODEL_A, layout.MODEL_B),
-          writes=(layout.SCORES,)),
+          writes=(layout.SCORES,), signature=_reply_states),
     Stage("filter", run_filter, ("filter", "output"), reads=(layout.SCORES, layout.REJECTED),
           writes=(layout.KEPT, layout.DROPPED)),
     Stage("filtered-finetune", run_filtered_finetune, ("model", "noisy_finetune", "seed"), reads=(layout.SCORES, layout.KEPT),

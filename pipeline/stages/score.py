@@ -49,12 +49,17 @@ def refusal_replies(run: RunDir, count: int, seed: int) -> list[list[int]]:
     return [ids[i][prompt_lens[i]:] for i in pick]
 
 
+def keeps_reply_states(cfg: Config) -> bool:
+    """Whether the score stage keeps B's reply states: whenever ``filter.corroborate`` lists ``reply_prompts``,
+    whatever the filter's method, so switching to a fixed cut and back never forces a re-score."""
+    return REPLY_PROMPTS in cfg.filter.corroborate
+
+
 def run_score(cfg: Config, run: RunDir) -> dict[str, Any]:
     """Stage ``score``: every ingested row's losses under A and B, and its forgetting scores."""
     import ray
 
     from pipeline.scoring.scorer import PairScorer  # torch and transformers: only where scoring runs
-    from pipeline.stages.filter import votes_asked
 
     sc = cfg.scoring
     use_gpu = sc.gpus_per_actor > 0
@@ -74,7 +79,7 @@ def run_score(cfg: Config, run: RunDir) -> dict[str, Any]:
     # The safety set too (a few hundred rows): its prompt states are what the filter compares a cut with.
     outputs = ((layout.SAFETY, layout.SAFETY_SCORES, {"method": "log_ratio" if sc.method == "rouge" else sc.method}),
                (layout.INGEST, layout.SCORES, {"refusals": refusal_replies(run, sc.refusals, cfg.seed) if sc.refusals else None,
-                                               "reply_states": REPLY_PROMPTS in votes_asked(cfg)}))
+                                               "reply_states": keeps_reply_states(cfg)}))
     for source, dest, extra in outputs:
         tmp = run.staging(dest)
         write_dataset_shards(scored(source, **extra), run.path(tmp), run.arrow_fs(), cfg.output)

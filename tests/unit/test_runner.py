@@ -77,6 +77,17 @@ def test_a_changed_threshold_reruns_only_filter_and_report(cfg):
     assert rec.ran == ["filter", "report"]
 
 
+def test_asking_for_the_reply_vote_rescores_but_a_fixed_cut_does_not(cfg):
+    # The default lists reply_prompts, whose states only the score stage can add.
+    run_pipeline(cfg("filter.corroborate=[safety_prompts]"), execute=Recorder())
+    rec = Recorder()
+    run_pipeline(cfg(), execute=rec)
+    assert rec.ran == ["score", "filter", "report"]
+    rec = Recorder()
+    run_pipeline(cfg("filter.method=auto"), execute=rec)
+    assert rec.ran == ["filter", "report"]
+
+
 def test_a_changed_noisy_finetune_reruns_everything_after_ingest(cfg):
     run_pipeline(cfg(), execute=Recorder())
     rec = Recorder()
