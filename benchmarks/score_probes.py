@@ -189,22 +189,7 @@ def prompt_states_probe(run: Path) -> dict[str, float]:
         return losses_and_states([model], ids, pls, 8192, 0, torch.device("cpu"), contextlib.nullcontext(), projection)[2]
 
     x, s = states(corpus), states(safety)
-    dest = Path(__file__).resolve().parent / "threshold_data" / f"{run.name}.json"
-    data = json.loads(dest.read_text())
-    by_id = dict(zip(corpus.column("id").to_pylist(), x))
-    for r in data["rows"]:
-        r["prompt_state"] = rounded(by_id[r["id"]].tolist())
-    data["safety_prompt_states"] = [rounded(v.tolist()) for v in s]
-    data["prompt_states_from"] = "python benchmarks/score_probes.py --probe prompts"
-    dest.write_text(json.dumps(data, indent=None) + "\n", encoding="utf-8")
-    rows = data["rows"]
-    lr = log_ratio(np.array([r["loss_a"] for r in rows]), np.array([r["loss_b"] for r in rows]), np.ones(len(rows)))
-    value = mixture(lr).value
-    cut = lr > value
-    labels = np.array([r["label"] for r in rows], bool)
-    share = cut_share([(lr, np.array([r["prompt_state"] for r in rows]))], value, np.array(data["safety_prompt_states"]))
-    return {"rows in the plain `mixture` cut": float(cut.sum()), "share of them nearer the safety prompts": share,
-            "precision of that cut": float(labels[cut].mean()) if cut.any() else math.nan}
+    return _write_states(run, corpus, x, "prompt_state", "prompts", {"safety_prompt_states": [rounded(v.tolist()) for v in s]})
 
 
 def reply_states_probe(run: Path) -> dict[str, float]:
@@ -217,20 +202,28 @@ def reply_states_probe(run: Path) -> dict[str, float]:
     projection = prompt_projection(model.lm.config.get_text_config().hidden_size)
     ids = reply_prompts(tokenizer, corpus.column("input_ids").to_pylist(), corpus.column("prompt_len").to_pylist())
     x = last_token_states(model, ids, 8192, tokenizer.pad_token_id, torch.device("cpu"), contextlib.nullcontext(), projection)
+    return _write_states(run, corpus, x, "reply_state", "replies")
+
+
+def _write_states(run: Path, corpus: pa.Table, x: np.ndarray, key: str, probe: str,
+                  extra: dict | None = None) -> dict[str, float]:
+    """Write the corpus rows' states ``x`` into the run's ``threshold_data`` file under ``key`` (and ``extra``), and
+    return the share of the plain `mixture` cut's rows whose states vote for the safety prompts, beside its precision."""
     dest = Path(__file__).resolve().parent / "threshold_data" / f"{run.name}.json"
     data = json.loads(dest.read_text())
     by_id = dict(zip(corpus.column("id").to_pylist(), x))
     for r in data["rows"]:
-        r["reply_state"] = rounded(by_id[r["id"]].tolist())
-    data["reply_states_from"] = "python benchmarks/score_probes.py --probe replies"
+        r[key] = rounded(by_id[r["id"]].tolist())
+    data.update(extra or {})
+    data[f"{key}s_from"] = f"python benchmarks/score_probes.py --probe {probe}"
     dest.write_text(json.dumps(data, indent=None) + "\n", encoding="utf-8")
     rows = data["rows"]
     lr = log_ratio(np.array([r["loss_a"] for r in rows]), np.array([r["loss_b"] for r in rows]), np.ones(len(rows)))
     value = mixture(lr).value
     cut = lr > value
     labels = np.array([r["label"] for r in rows], bool)
-    share = cut_share([(lr, np.array([r["reply_state"] for r in rows]))], value, np.array(data["safety_prompt_states"]))
-    return {"rows in the plain `mixture` cut": float(cut.sum()), "share of them whose replies vote for the safety prompts": share,
+    share = cut_share([(lr, np.array([r[key] for r in rows]))], value, np.array(data["safety_prompt_states"]))
+    return {"rows in the plain `mixture` cut": float(cut.sum()), f"share of them whose {probe} vote for the safety prompts": share,
             "precision of that cut": float(labels[cut].mean()) if cut.any() else math.nan}
 
 
