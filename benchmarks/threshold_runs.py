@@ -57,7 +57,8 @@ def run_name(source: str, share: float, styles: str, rows: int, seed: int, recip
 
 def keep_scores(out_dir: Path, corpus: Path, dest: Path, meta: dict) -> None:
     """The per-row numbers a threshold rule and its confounds need, as one small JSON file: with B's
-    prompt states (rounded) and the safety set's, for the ``safety_prompts`` corroboration."""
+    prompt states (rounded) and the safety set's, for the ``safety_prompts`` vote, and B's reply states
+    where the score stage kept them, for the ``reply_prompts`` vote."""
     t = pq.read_table(out_dir / "work" / "scores")
     by_id = {json.loads(ln)["id"]: json.loads(ln) for ln in corpus.read_text(encoding="utf-8").splitlines()}
     rows = []
