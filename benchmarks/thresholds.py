@@ -277,13 +277,12 @@ def judgeable(scores: dict[str, np.ndarray], states: States | None, cfg: Config)
     if not asked:
         return True
     if states is None:
-        return bool(corroborating_scores(cfg)) and False
-    missing = thresholds.REPLY_PROMPTS in asked and states[2] is None
-    if not missing:
+        return False
+    if thresholds.REPLY_PROMPTS not in asked or states[2] is not None:
         return True
     t = config_cut(scores, states, cfg)
-    ev = t.evidence
-    return t.score is None and (math.isfinite(t.value) or (thresholds.WITHDRAWN_CUT not in ev and thresholds.WEAK_CUT not in ev))
+    proposed = thresholds.WITHDRAWN_CUT in t.evidence or thresholds.WEAK_CUT in t.evidence
+    return (t.score is None and math.isfinite(t.value)) or not proposed
 
 
 def config_drop(scores: dict[str, np.ndarray], states: States | None, cfg: Config,

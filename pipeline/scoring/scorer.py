@@ -78,7 +78,8 @@ def reply_prompts(tokenizer: Any, ids: list[list[int]], prompt_lens: list[int]) 
     """Each row's reply (its response tokens, decoded) rendered as a user's prompt, as token ids."""
     replies = tokenizer.batch_decode([x[p:] for x, p in zip(ids, prompt_lens)], skip_special_tokens=True)
     texts = [render_prompt(tokenizer, [{"role": "user", "content": r.strip()}]) for r in replies]
-    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+    # A tokenizer called on an empty batch raises; the losses' pass takes an empty batch in its stride.
+    return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
 
 
 def last_token_states(model: Any, ids: list[list[int]], max_tokens: int, pad_id: int, device: Any, autocast: Any,

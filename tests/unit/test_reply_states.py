@@ -33,3 +33,4 @@ def test_a_reply_is_read_as_a_prompt_and_its_state_taken_where_a_prompt_state_is
     assert got.shape == (2, proj.shape[1])
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert not np.allclose(got[0], got[1])
+    assert reply_prompts(tok, [], []) == []  # an empty batch, as the losses' pass takes it
