@@ -187,9 +187,18 @@ FOURTEENTH_SESSION_RUNS = {
         "jokes-25pct-hijacked", "docstrings-10pct-varied")
 }
 """The fourteenth session's seed-13 runs (2026-12-04), pre-registered in RESULTS.md before any of them started."""
-MADE_AFTER_REPLY_VOTE = FOURTEENTH_SESSION_RUNS
-"""Real runs made after ``reply_prompts`` joined the default (fourteenth session): its only evaluation runs. The
-17 runs whose reply states ``score_probes.py --probe replies`` added are the data it was adopted on."""
+FIFTEENTH_SESSION_RERUNS = {
+    f"{spec}-320rows-seed{seed}-defaults-safety80" for spec, seed in (
+        ("calendar-00pct-varied", 7), ("calendar-00pct-varied", 8), ("mixed-00pct-varied", 3), ("mixed-00pct-varied", 4),
+        ("mixed-00pct-varied", 5), ("docstrings-00pct-varied", 6), ("calendar-00pct-varied", 0))
+}
+"""Clean corpora made before the reply vote, re-run in the fifteenth session (2026-12-04, pre-registered in
+RESULTS.md) with the same seeds and settings so that their files carry reply states. The re-runs reproduced the
+old losses exactly; only the states are new, so these count as fresh for the reply vote and for nothing else."""
+MADE_AFTER_REPLY_VOTE = FOURTEENTH_SESSION_RUNS | FIFTEENTH_SESSION_RERUNS
+"""Real runs whose reply states were first computed after ``reply_prompts`` joined the default (fourteenth
+session): its only evaluation runs. The 17 runs whose reply states ``score_probes.py --probe replies`` added are
+the data it was adopted on."""
 
 MADE_AFTER_FALLBACK = {
     "docstrings-10pct-varied-320rows-seed12-defaults-safety80", "mixed-00pct-varied-320rows-seed12-defaults-safety80",
