@@ -194,7 +194,7 @@ FIFTEENTH_SESSION_RERUNS = {
 }
 """Clean corpora made before the reply vote, re-run in the fifteenth session (2026-12-04, pre-registered in
 RESULTS.md) with the same seeds and settings so that their files carry reply states. The re-runs reproduced the
-old losses exactly; only the states are new, so these count as fresh for the reply vote and for nothing else."""
+old scores (to within 5e-5); only the states are new, so these count as fresh for the reply vote and for nothing else."""
 MADE_AFTER_REPLY_VOTE = FOURTEENTH_SESSION_RUNS | FIFTEENTH_SESSION_RERUNS
 """Real runs whose reply states were first computed after ``reply_prompts`` joined the default (fourteenth
 session): its only evaluation runs. The 17 runs whose reply states ``score_probes.py --probe replies`` added are
