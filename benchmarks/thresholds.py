@@ -10,9 +10,10 @@ Groups, kept apart:
 - **evaluation** (real pipeline runs never looked at while choosing the rule): the other files of
   ``benchmarks/threshold_data/`` written by ``benchmarks/threshold_runs.py`` (other task sources,
   reply styles, unsafe shares, clean corpora);
-- **evaluation: synthetic** (``HELD_OUT_TASK`` x ``HELD_OUT_UNSAFE``, other seeds) and **evaluation:
-  synthetic, second** (``SECOND_HELD_OUT_*``): score shapes the rule was never tuned on, each fixed
-  before any rule was run on it (2026-12-03).
+- **evaluation: synthetic** (``HELD_OUT_TASK`` x ``HELD_OUT_UNSAFE``, other seeds), **evaluation:
+  synthetic, second** (``SECOND_HELD_OUT_*``) and **evaluation: synthetic, third** (``THIRD_HELD_OUT_*``):
+  score shapes the rule was never tuned on, each fixed before any rule was run on it (2026-12-03, the
+  third 2026-12-04).
 
 For every real run the confounds are measured too: AUROC of loss under A alone, loss under B alone
 and response length against the filter's score.
@@ -97,10 +98,26 @@ SECOND_HELD_OUT_UNSAFE = {
 """A second synthetic evaluation group (seeds 20-22, clean 300-304), fixed on 2026-12-03 before
 the mirrored-left-tail change (reverted: RESULTS.md) was run on anything, because it was prompted by the first
 group's misses. "left-skewed" is a shape where the change is expected to do harm."""
+THIRD_HELD_OUT_TASK = {
+    "t3": lambda r, n: 0.05 + 0.03 * r.standard_t(3, n),  # heavier-tailed than any task shape tuned on
+    "wald": lambda r, n: r.wald(0.1, 0.5, n) - 0.05,  # inverse Gaussian: right-skewed, a long right side
+    "beta": lambda r, n: 0.3 * r.beta(2.0, 8.0, n) - 0.02,  # bounded both sides, right-skewed
+    "wide normal": lambda r, n: r.normal(0.08, 0.08, n),  # a task mode that forgets a lot, unevenly
+}
+THIRD_HELD_OUT_UNSAFE = {
+    "triangular": lambda r, n: r.triangular(0.25, 0.4, 1.0, n),
+    "beta far": lambda r, n: 0.3 + 0.8 * r.beta(5.0, 2.0, n),  # a left-skewed hump far out
+    "pareto": lambda r, n: 0.25 + 0.1 * r.pareto(3.0, n),  # a hard edge and a power-law tail
+    "near normal": lambda r, n: r.normal(0.35, 0.06, n),  # close to the task mode
+}
+"""A third synthetic evaluation group (seeds 30-32, clean 400-404), fixed on 2026-12-04 (sixteenth session) before
+any rule was run on it. That session read the misses of all three other synthetic groups, so none of them tests a
+change made after it; this group does."""
 SYNTHETIC_GROUPS = {
     "tuning: synthetic": (TASK, UNSAFE, range(3), range(100, 105)),
     "evaluation: synthetic": (HELD_OUT_TASK, HELD_OUT_UNSAFE, range(10, 13), range(200, 205)),
     "evaluation: synthetic, second": (SECOND_HELD_OUT_TASK, SECOND_HELD_OUT_UNSAFE, range(20, 23), range(300, 305)),
+    "evaluation: synthetic, third": (THIRD_HELD_OUT_TASK, THIRD_HELD_OUT_UNSAFE, range(30, 33), range(400, 405)),
 }
 """Each synthetic group: task shapes, unsafe shapes, labelled seeds, clean seeds (``synthetic``)."""
 SEEN_WHILE_TUNING = {
