@@ -207,11 +207,13 @@ FOURTEENTH_SESSION_RUNS = {
 FIFTEENTH_SESSION_RERUNS = {
     f"{spec}-320rows-seed{seed}-defaults-safety80" for spec, seed in (
         ("calendar-00pct-varied", 7), ("calendar-00pct-varied", 8), ("mixed-00pct-varied", 3), ("mixed-00pct-varied", 4),
-        ("mixed-00pct-varied", 5), ("docstrings-00pct-varied", 6), ("calendar-00pct-varied", 0))
+        ("mixed-00pct-varied", 5), ("docstrings-00pct-varied", 6), ("calendar-00pct-varied", 0), ("mixed-00pct-varied", 2),
+        ("mixed-00pct-varied", 1))
 }
 """Clean corpora made before the reply vote, re-run in the fifteenth session (2026-12-04, pre-registered in
-RESULTS.md) with the same seeds and settings so that their files carry reply states. The re-runs reproduced the
-old scores (to within 5e-5); only the states are new, so these count as fresh for the reply vote and for nothing else."""
+RESULTS.md; mixed seeds 2 and 1 finished in the sixteenth) with the same seeds and settings so that their files carry
+reply states. The re-runs reproduced the old scores (to within 5e-5); only the states are new, so these count as fresh
+for the reply vote and for nothing else."""
 MADE_AFTER_REPLY_VOTE = FOURTEENTH_SESSION_RUNS | FIFTEENTH_SESSION_RERUNS
 """Real runs whose reply states were first computed after ``reply_prompts`` joined the default (fourteenth
 session): its only evaluation runs. The 17 runs whose reply states ``score_probes.py --probe replies`` added are
