@@ -34,3 +34,19 @@ def test_a_reply_is_read_as_a_prompt_and_its_state_taken_where_a_prompt_state_is
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert not np.allclose(got[0], got[1])
     assert reply_prompts(tok, [], []) == []  # an empty batch, as the losses' pass takes it
+
+
+def test_states_come_out_fp32_under_the_cpu_bf16_autocast(tiny_model):
+    # precision=auto runs CPU scoring under bf16 autocast where the CPU has bf16 (AMX, AVX512-BF16):
+    # the projected states must still be fp32 numpy arrays, close to an fp32 run's.
+    from pipeline.models.loading import load_model
+    from pipeline.models.response_lm import ResponseLM
+
+    model = ResponseLM(load_model(tiny_model)).eval()
+    proj = prompt_projection(model.lm.config.hidden_size)
+    ids = [[5, 6, 7, 8, 9, 10], [11, 12, 13, 14]]
+    args = (ids, [3, 2], 4096, 0, torch.device("cpu"))
+    _, _, fp32 = losses_and_states([model], *args, contextlib.nullcontext(), proj)
+    _, _, bf16 = losses_and_states([model], *args, torch.autocast("cpu", dtype=torch.bfloat16), proj)
+    assert bf16.dtype == np.float32
+    np.testing.assert_allclose(bf16, fp32, atol=0.1 * np.abs(fp32).max())
