@@ -1,0 +1,129 @@
+"""The whole pipeline on one GPU: Ray Train workers (NCCL, DeepSpeed ZeRO-3) and a scoring actor on the device.
+
+The GPU tests and benchmarks call the training engine and the scorer directly; this runs the
+``forgetfilter run`` command itself with the GPU settings of ``jobs/configs/gpu.yaml`` (one worker
+and one actor per GPU, bf16 chosen on the device), so the Ray placement of both finetunes and of the
+scoring actor pool runs on a real GPU. The model is the tests' tiny Llama and the corpus the tests'
+labelled one: what is checked is that the run completes, that every input row lands in exactly one
+of kept / dropped / rejected, and that the scores separate the unsafe rows (AUROC) as on a CPU.
+
+    python benchmarks/gpu_end_to_end.py prepare --root /tmp/ffgpu   # here: model, corpus, and the CPU run
+    python benchmarks/gpu_end_to_end.py gpu --root /tmp/ffgpu --out gpu_end_to_end.json   # on the GPU machine
+    python benchmarks/gpu_end_to_end.py rescore --root /tmp/ffgpu --out gpu_rescore.json  # there: the CPU run's A, B scored on the GPU
+
+``prepare`` also runs the ingest stage into the GPU run's output directory, and ``gpu`` resumes
+after it (same paths, same input stamps, so the same fingerprint): our GPU machine is reached
+through a transfer too small for the polars runtime wheel that ingest's duplicate pass needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TRAIN = ["--set", "noisy_finetune.epochs=8", "--set", "noisy_finetune.learning_rate=3e-3",
+         "--set", "safety_finetune.epochs=4", "--set", "safety_finetune.learning_rate=3e-3",
+         "--set", "noisy_finetune.zero_stage=3", "--set", "noisy_finetune.gradient_checkpointing=true",
+         "--set", "safety_finetune.zero_stage=3", "--set", "safety_finetune.gradient_checkpointing=true"]
+GPU = ["--set", "noisy_finetune.use_gpu=true", "--set", "noisy_finetune.num_workers=1",
+       "--set", "safety_finetune.use_gpu=true", "--set", "safety_finetune.num_workers=1",
+       "--set", "scoring.gpus_per_actor=1", "--set", "scoring.num_actors=1", "--set", "scoring.cpus_per_actor=2"]
+
+
+def _args(root: Path, out: str) -> list[str]:
+    return ["--input", str(root / "corpus.jsonl"), "--safety", str(root / "safety.jsonl"), "--output", str(root / out),
+            "--model", str(root / "model"), *TRAIN]
+
+
+def prepare(root: Path) -> None:
+    """Model, corpus, a full CPU run for comparison, and the GPU run's ingest stage."""
+    from pipeline.cli import main
+    from pipeline.models.tiny import build_tiny_model
+    from tests.conftest import make_corpus, write_jsonl
+
+    root.mkdir(parents=True, exist_ok=True)
+    rows, safety = make_corpus()
+    write_jsonl(root / "corpus.jsonl", rows)
+    write_jsonl(root / "safety.jsonl", safety)
+    texts = [r["prompt"] + " " + r["response"] for r in rows + safety]
+    build_tiny_model(str(root / "model"), texts * 3, hidden_size=192, num_layers=2)
+    stamps = {p.name: os.stat(p).st_mtime_ns for p in (root / "corpus.jsonl", root / "safety.jsonl")}
+    (root / "stamps.json").write_text(json.dumps(stamps))
+    assert main(["ingest", *_args(root, "out-gpu")]) == 0
+    t0 = time.perf_counter()
+    assert main(["run", *_args(root, "out-cpu")]) == 0
+    print(json.dumps({"cpu_run_seconds": round(time.perf_counter() - t0, 1), **_summary(root / "out-cpu")}))
+
+
+def _summary(out: Path) -> dict:
+    s = json.loads((out / "report" / "summary.json").read_text())
+    ev = s["evaluation"]
+    return {"counts": s["counts"], "auroc_forgetting": ev["auroc_forgetting"], "auroc": ev["auroc"],
+            "tp_fp_fn": [ev["tp"], ev["fp"], ev["fn"]], "threshold": s["threshold"]["value"]}
+
+
+def gpu(root: Path, out: str | None) -> None:
+    """The same run with the GPU settings, resumed after the ingest stage ``prepare`` ran."""
+    import torch
+
+    from pipeline.cli import main
+
+    for name, ns in json.loads((root / "stamps.json").read_text()).items():
+        os.utime(root / name, ns=(ns, ns))  # the transfer may not keep them: ingest's fingerprint reads them
+    t0 = time.perf_counter()
+    rc = main(["run", *_args(root, "out-gpu"), *GPU])
+    seconds = time.perf_counter() - t0
+    result = {"device": torch.cuda.get_device_name(), "rc": rc, "gpu_run_seconds": round(seconds, 1)}
+    if rc == 0:
+        result.update(_summary(root / "out-gpu"))
+        result["cpu"] = _summary(root / "out-cpu")
+        manifest = root / "out-gpu" / "manifest.json"
+        if manifest.exists():
+            result["manifest"] = json.loads(manifest.read_text())
+    print(json.dumps(result, indent=1))
+    if out:
+        Path(out).write_text(json.dumps(result, indent=1))
+
+
+def _scores(out: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(out / "work" / "scores")
+    return {i: row for i, row in zip(t.column("example_id").to_pylist(), t.to_pylist())}
+
+
+def rescore(root: Path, out: str | None) -> None:
+    """The CPU run's models A and B scored again by a GPU actor, row by row against the CPU scores:
+    tells a difference in scoring from a difference in what the finetunes learned."""
+    import numpy as np
+
+    from pipeline.cli import main
+
+    for name, ns in json.loads((root / "stamps.json").read_text()).items():
+        os.utime(root / name, ns=(ns, ns))
+    cpu = _scores(root / "out-cpu")
+    rc = main(["score", *_args(root, "out-cpu"), *GPU[-6:]])
+    gpu = _scores(root / "out-cpu")
+    result = {"rc": rc, "rows": len(gpu)}
+    for name in ("loss_a", "loss_b", "score_log_ratio", "score_delta", "score_seq_logprob_drop"):
+        if name in next(iter(cpu.values())):
+            a = np.array([cpu[i][name] for i in gpu]), np.array([gpu[i][name] for i in gpu])
+            result[name] = {"max_abs_diff": float(np.nanmax(np.abs(a[0] - a[1]))), "cpu_mean": float(np.nanmean(a[0]))}
+    print(json.dumps(result, indent=1))
+    if out:
+        Path(out).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("step", choices=("prepare", "gpu", "rescore"))
+    ap.add_argument("--root", type=Path, required=True)
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    {"prepare": lambda: prepare(a.root), "gpu": lambda: gpu(a.root, a.out), "rescore": lambda: rescore(a.root, a.out)}[a.step]()
