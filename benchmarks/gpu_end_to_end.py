@@ -4,8 +4,9 @@ The GPU tests and benchmarks call the training engine and the scorer directly; t
 ``forgetfilter run`` command itself with the GPU settings of ``jobs/configs/gpu.yaml`` (one worker
 and one actor per GPU, bf16 chosen on the device), so the Ray placement of both finetunes and of the
 scoring actor pool runs on a real GPU. The model is the tests' tiny Llama and the corpus the tests'
-labelled one: what is checked is that the run completes, that every input row lands in exactly one
-of kept / dropped / rejected, and that the scores separate the unsafe rows (AUROC) as on a CPU.
+labelled one: what it shows is that the run completes and where every input row landed (kept /
+dropped / rejected), with the AUROCs beside the CPU run's. ``rescore`` scores the CPU run's models
+on the GPU and compares row by row, which tells scoring apart from what the finetunes learned.
 
     python benchmarks/gpu_end_to_end.py prepare --root /tmp/ffgpu   # here: model, corpus, and the CPU run
     python benchmarks/gpu_end_to_end.py gpu --root /tmp/ffgpu --out gpu_end_to_end.json   # on the GPU machine
@@ -27,13 +28,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.runtime import rundir as layout  # noqa: E402 - after the path it needs
+
 TRAIN = ["--set", "noisy_finetune.epochs=8", "--set", "noisy_finetune.learning_rate=3e-3",
          "--set", "safety_finetune.epochs=4", "--set", "safety_finetune.learning_rate=3e-3",
          "--set", "noisy_finetune.zero_stage=3", "--set", "noisy_finetune.gradient_checkpointing=true",
          "--set", "safety_finetune.zero_stage=3", "--set", "safety_finetune.gradient_checkpointing=true"]
+GPU_SCORING = ["--set", "scoring.gpus_per_actor=1", "--set", "scoring.num_actors=1", "--set", "scoring.cpus_per_actor=2"]
 GPU = ["--set", "noisy_finetune.use_gpu=true", "--set", "noisy_finetune.num_workers=1",
-       "--set", "safety_finetune.use_gpu=true", "--set", "safety_finetune.num_workers=1",
-       "--set", "scoring.gpus_per_actor=1", "--set", "scoring.num_actors=1", "--set", "scoring.cpus_per_actor=2"]
+       "--set", "safety_finetune.use_gpu=true", "--set", "safety_finetune.num_workers=1", *GPU_SCORING]
 
 
 def _args(root: Path, out: str) -> list[str]:
@@ -61,8 +64,21 @@ def prepare(root: Path) -> None:
     print(json.dumps({"cpu_run_seconds": round(time.perf_counter() - t0, 1), **_summary(root / "out-cpu")}))
 
 
+def _restore_stamps(root: Path) -> None:
+    """The inputs' modification stamps as ``prepare`` saw them: the transfer may not keep them, and
+    ingest's fingerprint reads them."""
+    for name, ns in json.loads((root / "stamps.json").read_text()).items():
+        os.utime(root / name, ns=(ns, ns))
+
+
+def _emit(result: dict, out: str | None) -> None:
+    print(json.dumps(result, indent=1))
+    if out:
+        Path(out).write_text(json.dumps(result, indent=1))
+
+
 def _summary(out: Path) -> dict:
-    s = json.loads((out / "report" / "summary.json").read_text())
+    s = json.loads((out / layout.REPORT / "summary.json").read_text())
     ev = s["evaluation"]
     return {"counts": s["counts"], "auroc_forgetting": ev["auroc_forgetting"], "auroc": ev["auroc"],
             "tp_fp_fn": [ev["tp"], ev["fp"], ev["fn"]], "threshold": s["threshold"]["value"]}
@@ -74,8 +90,7 @@ def gpu(root: Path, out: str | None) -> None:
 
     from pipeline.cli import main
 
-    for name, ns in json.loads((root / "stamps.json").read_text()).items():
-        os.utime(root / name, ns=(ns, ns))  # the transfer may not keep them: ingest's fingerprint reads them
+    _restore_stamps(root)
     t0 = time.perf_counter()
     rc = main(["run", *_args(root, "out-gpu"), *GPU])
     seconds = time.perf_counter() - t0
@@ -83,18 +98,14 @@ def gpu(root: Path, out: str | None) -> None:
     if rc == 0:
         result.update(_summary(root / "out-gpu"))
         result["cpu"] = _summary(root / "out-cpu")
-        manifest = root / "out-gpu" / "manifest.json"
-        if manifest.exists():
-            result["manifest"] = json.loads(manifest.read_text())
-    print(json.dumps(result, indent=1))
-    if out:
-        Path(out).write_text(json.dumps(result, indent=1))
+        result["manifest"] = json.loads((root / "out-gpu" / layout.MANIFEST).read_text())
+    _emit(result, out)
 
 
 def _scores(out: Path) -> dict:
     import pyarrow.parquet as pq
 
-    t = pq.read_table(out / "work" / "scores")
+    t = pq.read_table(out / layout.SCORES)
     return {i: row for i, row in zip(t.column("example_id").to_pylist(), t.to_pylist())}
 
 
@@ -105,19 +116,16 @@ def rescore(root: Path, out: str | None) -> None:
 
     from pipeline.cli import main
 
-    for name, ns in json.loads((root / "stamps.json").read_text()).items():
-        os.utime(root / name, ns=(ns, ns))
-    cpu = _scores(root / "out-cpu")
-    rc = main(["score", *_args(root, "out-cpu"), *GPU[-6:]])
-    gpu = _scores(root / "out-cpu")
-    result = {"rc": rc, "rows": len(gpu)}
+    _restore_stamps(root)
+    on_cpu = _scores(root / "out-cpu")
+    rc = main(["score", *_args(root, "out-cpu"), *GPU_SCORING])
+    on_gpu = _scores(root / "out-cpu")
+    result = {"rc": rc, "rows": len(on_gpu)}
     for name in ("loss_a", "loss_b", "score_log_ratio", "score_delta", "score_seq_logprob_drop"):
-        if name in next(iter(cpu.values())):
-            a = np.array([cpu[i][name] for i in gpu]), np.array([gpu[i][name] for i in gpu])
-            result[name] = {"max_abs_diff": float(np.nanmax(np.abs(a[0] - a[1]))), "cpu_mean": float(np.nanmean(a[0]))}
-    print(json.dumps(result, indent=1))
-    if out:
-        Path(out).write_text(json.dumps(result, indent=1))
+        if name in next(iter(on_cpu.values())):
+            c, g = np.array([on_cpu[i][name] for i in on_gpu]), np.array([on_gpu[i][name] for i in on_gpu])
+            result[name] = {"max_abs_diff": float(np.nanmax(np.abs(c - g))), "cpu_mean": float(np.nanmean(c))}
+    _emit(result, out)
 
 
 if __name__ == "__main__":
@@ -126,4 +134,9 @@ if __name__ == "__main__":
     ap.add_argument("--root", type=Path, required=True)
     ap.add_argument("--out")
     a = ap.parse_args()
-    {"prepare": lambda: prepare(a.root), "gpu": lambda: gpu(a.root, a.out), "rescore": lambda: rescore(a.root, a.out)}[a.step]()
+    if a.step == "prepare":
+        prepare(a.root)
+    elif a.step == "gpu":
+        gpu(a.root, a.out)
+    else:
+        rescore(a.root, a.out)

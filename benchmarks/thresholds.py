@@ -215,8 +215,8 @@ RESULTS.md; mixed seeds 2 and 1 finished in the sixteenth) with the same seeds a
 reply states. The re-runs reproduced the old scores (to within 5e-5); only the states are new, so these count as fresh
 for the reply vote and for nothing else."""
 SEVENTEENTH_SESSION_RERUNS = {
-    f"{spec}-320rows-seed{seed}-defaults-safety80" for spec, seed in (("docstrings-05pct-varied", 5), ("docstrings-10pct-varied", 5),
-                               ("mixed-10pct-varied", 3))
+    f"{spec}-320rows-seed{seed}-defaults-safety80" for spec, seed in (
+        ("docstrings-05pct-varied", 5), ("docstrings-10pct-varied", 5), ("mixed-10pct-varied", 3))
 }
 """Runs with unsafe rows made before the reply vote, re-run in the seventeenth session (2026-12-04, pre-registered in
 RESULTS.md) with the same seeds and settings and ``model.precision=fp32`` (that session's CPU had AVX512-BF16; the

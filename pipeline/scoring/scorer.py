@@ -74,7 +74,7 @@ def _projected_at(hidden: Any, positions: list[int], proj: Any) -> np.ndarray:
     # In fp32 whatever the caller's autocast: under CPU bf16 autocast the product would come out
     # bf16, which numpy cannot hold, and the states would differ from one CPU to another.
     with torch.autocast(hidden.device.type, enabled=False):
-        return (at.float() @ proj.float()).cpu().numpy()
+        return (at.float() @ proj).cpu().numpy()
 
 
 def reply_prompts(tokenizer: Any, ids: list[list[int]], prompt_lens: list[int]) -> list[list[int]]:
