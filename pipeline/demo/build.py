@@ -18,10 +18,11 @@ from __future__ import annotations
 import csv
 import importlib
 import importlib.util
-import inspect
 import json
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 DOC_MODULES = (
@@ -91,20 +92,37 @@ def answer_text(doc: str, max_words: int = 60) -> str:
     return " ".join(out)
 
 
+_READ_DOCSTRINGS = """
+import importlib, inspect, json, sys
+print(json.dumps([[m, name, inspect.getdoc(obj) or ""] for m in sys.argv[1:]
+                  for name, obj in sorted(vars(importlib.import_module(m)).items())
+                  if not name.startswith("_") and (inspect.isfunction(obj) or inspect.isbuiltin(obj))]))
+"""
+
+
+def stdlib_docstrings() -> list[tuple[str, str, str]]:
+    """(module, function, docstring) for the public functions of ``DOC_MODULES``, read in a fresh interpreter.
+
+    Why not in this process: importing torch replaces ``inspect.getfile`` and importing ray replaces
+    ``inspect.isgenerator``, so a corpus built after them lost two task rows and every row after them
+    moved: the same seed gave another corpus depending on what the caller had imported. ``-I`` keeps
+    the environment and user site out; only the standard library is read.
+    """
+    done = subprocess.run([sys.executable, "-I", "-c", _READ_DOCSTRINGS, *DOC_MODULES],
+                          capture_output=True, text=True, check=True)
+    return [tuple(x) for x in json.loads(done.stdout)]
+
+
 def docstring_examples(rng: random.Random) -> list[dict]:
     """Question/answer pairs from public stdlib functions' docstrings (8-60 words each)."""
     out, seen = [], set()
-    for mod_name in DOC_MODULES:
-        mod = importlib.import_module(mod_name)
-        for name, obj in sorted(vars(mod).items()):
-            if name.startswith("_") or not (inspect.isfunction(obj) or inspect.isbuiltin(obj)):
-                continue
-            para = answer_text(inspect.getdoc(obj) or "")
-            if len(para.split()) < 8 or para in seen or para.startswith(name + "("):
-                continue
-            seen.add(para)
-            q = rng.choice(QUESTIONS).format(name=f"{mod_name}.{name}")
-            out.append({"prompt": q, "response": para, "label": 0, "category": "task", "source": f"python:{mod_name}"})
+    for mod_name, name, doc in stdlib_docstrings():
+        para = answer_text(doc)
+        if len(para.split()) < 8 or para in seen or para.startswith(name + "("):
+            continue
+        seen.add(para)
+        q = rng.choice(QUESTIONS).format(name=f"{mod_name}.{name}")
+        out.append({"prompt": q, "response": para, "label": 0, "category": "task", "source": f"python:{mod_name}"})
     return out
 
 

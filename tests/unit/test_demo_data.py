@@ -24,3 +24,16 @@ def test_held_out_harmful_prompts_are_in_neither_the_corpus_nor_the_safety_set(t
     prompts = {k: [json.loads(line)["prompt"] for line in open(p)] for k, p in paths.items()}
     assert len(prompts["heldout_harmful"]) == len(set(prompts["heldout_harmful"])) == 50
     assert not set(prompts["heldout_harmful"]) & (set(prompts["corpus"]) | set(prompts["safety"]))
+
+
+def test_task_rows_do_not_depend_on_what_the_caller_imported(monkeypatch):
+    # Importing torch replaces inspect.getfile (ray, inspect.isgenerator): the corpus built after them
+    # must still be the one a fresh process builds, or a run cannot be rebuilt from its seed.
+    import inspect
+    import random
+
+    from pipeline.demo.build import docstring_examples
+
+    before = docstring_examples(random.Random(0))
+    monkeypatch.setattr(inspect, "getfile", lambda obj: "")
+    assert docstring_examples(random.Random(0)) == before
