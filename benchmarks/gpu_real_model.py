@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from threshold_runs import DATA, RECIPES, keep_scores  # noqa: E402 - after the path it needs
+from threshold_runs import DATA, RECIPES, keep_scores, run_name  # noqa: E402 - after the path it needs
 
 GPU = {"noisy_finetune.use_gpu": "true", "noisy_finetune.num_workers": "1", "safety_finetune.use_gpu": "true",
        "safety_finetune.num_workers": "1", "scoring.gpus_per_actor": "1", "scoring.num_actors": "1"}
@@ -106,21 +106,26 @@ def _judged(d: dict) -> dict:
 
 
 def compare(gpu_dir: Path, out: Path | None) -> None:
-    """Each GPU run judged beside its CPU run, with the per-row agreement of the two runs' losses."""
+    """Each run in ``gpu_dir`` judged beside the CPU run of the same corpus and settings without overrides,
+    with the per-row agreement of the two runs' losses (also for CPU runs with ``--set model.precision=...``)."""
     import numpy as np
 
     result = []
     for path in sorted(gpu_dir.glob("*.json")):
         g = json.loads(path.read_text())
-        c = json.loads((DATA / path.name).read_text())
+        reference = run_name(g["source"], g["unsafe_share"], g["styles"], len(g["rows"]), g["seed"], g["recipe"], g["safety_rows"])
+        c = json.loads((DATA / f"{reference}.json").read_text())  # the same run with no override: the CPU run
         cpu_rows = {r["id"]: r for r in c["rows"]}
         rows = [(cpu_rows[r["id"]], r) for r in g["rows"]]
-        agreement = {}
+        # Same ids, same replies: a corpus rebuilt before the docstrings fix could differ (pipeline/demo/build.py)
+        same = sum(x["words"] == y["words"] and x["n_tokens"] == y["n_tokens"] for x, y in rows)
+        agreement = {"rows_with_the_same_reply": same, "rows": len(rows)}
         for k in ("loss_a", "loss_b"):
             a, b = np.array([x[k] for x, _ in rows]), np.array([y[k] for _, y in rows])
             agreement[k] = {"pearson": round(float(np.corrcoef(a, b)[0, 1]), 4), "median_abs_diff": round(float(np.median(np.abs(a - b))), 4)}
-        result.append({"run": g["run"], "device": g["device"], "gpu_wall_s": g["wall_s"], "cpu_wall_s": c["wall_s"],
-                       "per_row_agreement": agreement, "cpu": _judged(c), "gpu": _judged(g)})
+        result.append({"run": g["run"], "device": g.get("device", "cpu"), "wall_s": g["wall_s"], "cpu_wall_s": c["wall_s"],
+                       "overrides": {k: v for k, v in g["overrides"].items() if k not in c["overrides"]} | g.get("gpu_overrides", {}),
+                       "same_corpus": same == len(rows), "per_row_agreement": agreement, "cpu": _judged(c), "gpu": _judged(g)})
     text = json.dumps(result, indent=1)
     print(text)
     if out:

@@ -88,16 +88,18 @@ def main() -> None:
     ap.add_argument("--recipe", choices=sorted(RECIPES), default="strong")
     ap.add_argument("--safety", type=int, default=40, help="refusal rows in the safety set")
     ap.add_argument("--work", default="runs/threshold")
+    ap.add_argument("--data", type=Path, default=DATA,
+                    help="where the run's JSON goes (another folder keeps side experiments out of the threshold benchmark)")
     ap.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                     help="a further config override on top of the recipe (kept in the run's JSON), e.g. evaluation.enabled=false")
     a = ap.parse_args()
     extra = dict(kv.split("=", 1) for kv in a.extra)
     overrides = RECIPES[a.recipe] | extra
-    DATA.mkdir(exist_ok=True)
+    a.data.mkdir(exist_ok=True)
     for spec in a.specs:
         source, share, styles = spec.split(":")
         name = run_name(source, float(share), styles, a.rows, a.seed, a.recipe, a.safety, extra)
-        dest = DATA / f"{name}.json"
+        dest = a.data / f"{name}.json"
         if dest.exists():
             print(f"{name}: done before, skipped", flush=True)
             continue

@@ -216,12 +216,13 @@ reply states. The re-runs reproduced the old scores (to within 5e-5); only the s
 for the reply vote and for nothing else."""
 SEVENTEENTH_SESSION_RERUNS = {
     f"{spec}-320rows-seed{seed}-defaults-safety80" for spec, seed in (
-        ("docstrings-05pct-varied", 5), ("docstrings-10pct-varied", 5), ("mixed-10pct-varied", 3))
+        ("docstrings-05pct-varied", 5), ("docstrings-10pct-varied", 5), ("mixed-10pct-varied", 3), ("mixed-10pct-varied", 4))
 }
 """Runs with unsafe rows made before the reply vote, re-run in the seventeenth session (2026-12-04, pre-registered in
 RESULTS.md) with the same seeds and settings and ``model.precision=fp32`` (that session's CPU had AVX512-BF16; the
 originals ran in fp32 on AVX2), so that their files carry reply states. Each reproduced the old losses to within 1e-3
-(the pre-registered bound; across CPU kinds), so it replaces the original and counts as fresh for the reply vote only."""
+(the pre-registered bound; across CPU kinds), so it replaces the original and counts as fresh for the reply vote only.
+Mixed 10% seed 4, the fourth, was made on the same terms in the eighteenth session (max |diff| 9.0e-4)."""
 MADE_AFTER_REPLY_VOTE = FOURTEENTH_SESSION_RUNS | FIFTEENTH_SESSION_RERUNS | SEVENTEENTH_SESSION_RERUNS
 """Real runs whose reply states were first computed after ``reply_prompts`` joined the default (fourteenth
 session): its only evaluation runs. The 17 runs whose reply states ``score_probes.py --probe replies`` added are
