@@ -123,9 +123,9 @@ def compare(gpu_dir: Path, out: Path | None) -> None:
         for k in ("loss_a", "loss_b"):
             a, b = np.array([x[k] for x, _ in rows]), np.array([y[k] for _, y in rows])
             agreement[k] = {"pearson": round(float(np.corrcoef(a, b)[0, 1]), 4), "median_abs_diff": round(float(np.median(np.abs(a - b))), 4)}
-        result.append({"run": g["run"], "device": g.get("device", "cpu"), "wall_s": g["wall_s"], "cpu_wall_s": c["wall_s"],
+        result.append({"run": g["run"], "device": g.get("device", "cpu"), "wall_s": g["wall_s"], "reference_wall_s": c["wall_s"],
                        "overrides": {k: v for k, v in g["overrides"].items() if k not in c["overrides"]} | g.get("gpu_overrides", {}),
-                       "same_corpus": same == len(rows), "per_row_agreement": agreement, "cpu": _judged(c), "gpu": _judged(g)})
+                       "same_corpus": same == len(rows), "per_row_agreement": agreement, "reference": _judged(c), "this_run": _judged(g)})
     text = json.dumps(result, indent=1)
     print(text)
     if out:
