@@ -79,6 +79,7 @@ def main() -> None:
         result[name] = {"auroc_fp32": auroc(fp32[c][has], y[has]), "auroc_bf16": auroc(bf16[c][has], y[has]),
                         "median_abs_diff": float(np.median(diff)), "max_abs_diff": float(diff.max()),
                         "spread_fp32": float(np.std(fp32[c]))}
+    result["mean_losses"] = {p: {k: float(np.mean(s[k])) for k in ("loss_a", "loss_b")} for p, s in (("fp32", fp32), ("bf16", bf16))}
     rel = np.abs(np.log(bf16["loss_a"] / fp32["loss_a"]))
     result["loss_a_relative_diff"] = {"median": float(np.median(rel)), "max": float(rel.max())}
     print(json.dumps(result, indent=2))
