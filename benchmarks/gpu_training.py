@@ -27,10 +27,11 @@ def run(path: str, n_params: int, zero: int, checkpointing: bool, batch_size: in
 
     from pipeline.config import FinetuneConfig
     from pipeline.text.formatting import collate, length_grouped_batches
-    from pipeline.training.loop import build_engine
+    from pipeline.training.loop import autocast, build_engine
 
     ft = FinetuneConfig(zero_stage=zero, gradient_checkpointing=checkpointing, batch_size=batch_size, use_gpu=gpu)
-    engine = build_engine(ft, path, False, gpu, total_steps=steps + 2)
+    engine = build_engine(ft, path, False, total_steps=steps + 2)
+    compute = autocast(gpu, engine.device)  # bf16 on the GPU, as the training loop runs it
     ids, prompt_lens = synthetic_rows(batch_size * (steps + 2), engine.module.lm.config.vocab_size, seed=zero)
     batches = length_grouped_batches([len(x) for x in ids], steps + 2, np.random.default_rng(0))
     tokens, t0 = 0, 0.0
@@ -43,7 +44,8 @@ def run(path: str, n_params: int, zero: int, checkpointing: bool, batch_size: in
             t0, tokens = time.perf_counter(), 0
         t = collate([ids[i] for i in rows], [prompt_lens[i] for i in rows], 0)
         t = {key: v.to(engine.device) for key, v in t.items()}
-        loss = engine(t["input_ids"], t["attention_mask"], t["labels"], recompute=True)[0].mean()
+        with compute:
+            loss = engine(t["input_ids"], t["attention_mask"], t["labels"], recompute=True)[0].mean()
         engine.backward(loss)
         engine.step()
         tokens += int(t["attention_mask"].sum())

@@ -8,11 +8,13 @@ from typing import Any
 from pipeline.config import FinetuneConfig
 
 
-def deepspeed_config(ft: FinetuneConfig, bf16: bool, world_size: int) -> dict[str, Any]:
-    """ZeRO stage, batch sizes and precision; the optimizer and schedule are ours (plain torch).
+def deepspeed_config(ft: FinetuneConfig, world_size: int) -> dict[str, Any]:
+    """ZeRO stage and batch sizes; the optimizer, the schedule and the precision are ours.
 
     A torch AdamW is handed to DeepSpeed rather than DeepSpeed's own, because DeepSpeed's fused
     and CPU Adam need compiled extensions that may be missing; ZeRO shards it all the same.
+    DeepSpeed's bf16 mode is never switched on: it holds the weights in bf16, and a finetune's
+    changes to them are mostly below one bf16 step (``autocast`` in ``training.loop``).
     """
     zero: dict[str, Any] = {"stage": ft.zero_stage}
     if ft.zero_stage == 3:
@@ -25,7 +27,6 @@ def deepspeed_config(ft: FinetuneConfig, bf16: bool, world_size: int) -> dict[st
         "gradient_clipping": 1.0,
         "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,
-        "bf16": {"enabled": bf16},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }

@@ -70,7 +70,21 @@ def _epoch_batches(shard: Any, batch_size: int, grad_accum: int, seed: int, rank
             yield [ids[i] for i in rows], [prompt_lens[i] for i in rows]
 
 
-def build_engine(ft: Any, model_path: str, trust_remote_code: bool, bf16: bool, total_steps: int, steps_done: int = 0) -> Any:
+def autocast(bf16: bool, device: Any) -> Any:
+    """The context every training forward pass runs in: bf16 matmuls over fp32 weights, or nothing.
+
+    Why not DeepSpeed's bf16 mode, which holds the weights (and so the residual stream) in bf16 and
+    keeps fp32 copies for the optimizer: at the package defaults a finetune moves SmolLM2's weights
+    by a median 0.44 bf16 steps, so a model held in bf16 forgets much of what it learnt, and that
+    is the signal the filter reads. Trained that way, model A's loss came out ~0.12 nats higher on
+    every row, on a GPU and on a CPU alike (benchmarks/RESULTS.md, "The real model on a GPU").
+    """
+    import torch
+
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+def build_engine(ft: Any, model_path: str, trust_remote_code: bool, total_steps: int, steps_done: int = 0) -> Any:
     """The DeepSpeed engine over ``ResponseLM(model)``, in a process group that already exists.
 
     Ray Train has set up torch.distributed; DeepSpeed's own communication layer is bound to it
@@ -89,7 +103,7 @@ def build_engine(ft: Any, model_path: str, trust_remote_code: bool, bf16: bool, 
 
     skip_cpu_shm_comm_build()
     deepspeed.init_distributed(dist_backend=dist.get_backend(), auto_mpi_discovery=False)
-    ds_config = deepspeed_config(ft, bf16, dist.get_world_size())
+    ds_config = deepspeed_config(ft, dist.get_world_size())
     zero3 = HfDeepSpeedConfig(ds_config) if ft.zero_stage == 3 else None
     model = load_model(model_path, trust_remote_code)
     del zero3
@@ -148,10 +162,9 @@ def train_loop(config: dict[str, Any]) -> None:
             if rank == 0:
                 print(f"[{config['label']}] restarted: resuming from the checkpoint after epoch {start_epoch}", flush=True)
         tokenizer = load_tokenizer(model_path, config["trust_remote_code"])
-        engine = build_engine(ft, model_path, config["trust_remote_code"], bf16, steps_per_epoch * ft.epochs, start_epoch * steps_per_epoch)
+        engine = build_engine(ft, model_path, config["trust_remote_code"], steps_per_epoch * ft.epochs, start_epoch * steps_per_epoch)
     device = engine.device
-    # On CPU DeepSpeed keeps fp32 weights; autocast gives the bf16 matmuls (AMX) all the same.
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 and not ft.use_gpu else nullcontext()
+    compute = autocast(bf16, device)
     shard = ray.train.get_dataset_shard("train")
     label = config["label"]
     for epoch in range(start_epoch, ft.epochs):
@@ -159,7 +172,7 @@ def train_loop(config: dict[str, Any]) -> None:
         for ids, prompt_lens in _epoch_batches(shard, ft.batch_size, ft.grad_accum, config["seed"] + epoch, rank, world):
             t = collate(ids, prompt_lens, tokenizer.pad_token_id)
             t = {k: v.to(device) for k, v in t.items()}
-            with autocast:
+            with compute:
                 # every row has a response token (ingest rejects the others), so the mean is defined
                 loss = engine(t["input_ids"], t["attention_mask"], t["labels"], recompute=True)[0].mean()
             engine.backward(loss)

@@ -43,18 +43,20 @@ def test_a_zero_3_engine_trains_on_the_gpu(tiny_model):
 
     from pipeline.config import FinetuneConfig
     from pipeline.text.formatting import collate
-    from pipeline.training.loop import build_engine
+    from pipeline.training.loop import autocast, build_engine
 
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29541", "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"})
     dist.init_process_group("nccl", rank=0, world_size=1)
     try:
         ft = FinetuneConfig(zero_stage=3, gradient_checkpointing=True, batch_size=8, use_gpu=True, learning_rate=1e-3)
-        engine = build_engine(ft, tiny_model, False, True, total_steps=30)
+        engine = build_engine(ft, tiny_model, False, total_steps=30)
+        compute = autocast(True, engine.device)
         ids, prompt_lens = _rows(tiny_model, 8)
         t = {k: v.to(engine.device) for k, v in collate(ids, prompt_lens, 0).items()}
         losses = []
         for _ in range(30):
-            loss = engine(t["input_ids"], t["attention_mask"], t["labels"], recompute=True)[0].mean()
+            with compute:
+                loss = engine(t["input_ids"], t["attention_mask"], t["labels"], recompute=True)[0].mean()
             engine.backward(loss)
             engine.step()
             losses.append(float(loss))

@@ -53,7 +53,7 @@ def _rank(rank: int, world: int, port: int, stage: int, model_dir: str, out: str
     enc = encode_batch(tok, chats, 96, truncate=False)
     shard = ListShard([e.input_ids for e in enc], [e.prompt_len for e in enc])
     ft = FinetuneConfig(zero_stage=stage, batch_size=BATCH, grad_accum=ACCUM, learning_rate=3e-3, warmup_ratio=0.0)
-    engine = build_engine(ft, model_dir, False, bf16=False, total_steps=EPOCHS * 3)
+    engine = build_engine(ft, model_dir, False, total_steps=EPOCHS * 3)
     local_numel = sum(p.numel() for p in engine.module.lm.parameters())
     micro, losses = [], []
     for epoch in range(EPOCHS):
