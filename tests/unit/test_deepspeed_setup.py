@@ -1,5 +1,5 @@
-"""DeepSpeed on CPU: no kernel is compiled at init. (Training over gloo with two ranks, ZeRO-2 and
-ZeRO-3, is tested in test_multi_rank_training.py.)"""
+"""DeepSpeed on CPU: no kernel is compiled at init, and bf16 training keeps fp32 weights. (Training over
+gloo with two ranks, ZeRO-2 and ZeRO-3, is tested in test_multi_rank_training.py.)"""
 
 from __future__ import annotations
 
