@@ -84,7 +84,9 @@ class ModelConfig(Section):
     )
     trust_remote_code: bool = Field(False, description="Allow model code from the model directory (off: safer).")
     precision: Literal["auto", "bf16", "fp32"] = Field(
-        "auto", description="Compute precision; `auto` uses bf16 on GPUs and CPUs that support it."
+        "auto", description="Compute precision; `auto` uses bf16 on GPUs and CPUs that support it. bf16 is "
+        "autocast over fp32 weights in both finetunes (a finetune's weight changes are mostly below one bf16 step); "
+        "GPU scoring actors load the weights in bf16."
     )
 
 
