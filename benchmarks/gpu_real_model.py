@@ -113,6 +113,8 @@ def compare(gpu_dir: Path, out: Path | None) -> None:
     result = []
     for path in sorted(gpu_dir.glob("*.json")):
         g = json.loads(path.read_text())
+        if not (isinstance(g, dict) and "source" in g and isinstance(g.get("rows"), list)):
+            continue  # not a run's file (a comparison's or precision_scoring.py's output)
         reference = run_name(g["source"], g["unsafe_share"], g["styles"], len(g["rows"]), g["seed"], g["recipe"], g["safety_rows"])
         c = json.loads((DATA / f"{reference}.json").read_text())  # the same run with no override: the CPU run
         cpu_rows = {r["id"]: r for r in c["rows"]}
