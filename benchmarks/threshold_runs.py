@@ -72,6 +72,10 @@ def keep_scores(out_dir: Path, corpus: Path, dest: Path, meta: dict) -> None:
     safety = out_dir / "work" / "safety_scores"
     extra = {"safety_prompt_states": [rounded(x) for x in pq.read_table(safety, columns=[col.PROMPT_STATE])[col.PROMPT_STATE].to_pylist()]
              } if safety.exists() else {}
+    # What the finetunes computed in, as run (``auto`` depends on the machine): files made before this
+    # was kept do not say, and runs in DeepSpeed's bf16 mode (before 2026-12-04) learnt less.
+    stages = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))["stages"]
+    extra["training_precision"] = "bf16 autocast over fp32 weights" if stages["finetune"]["result"]["bf16"] else "fp32"
     dest.write_text(json.dumps({**meta, **extra, "rows": rows}, indent=None) + "\n", encoding="utf-8")
 
 
