@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,13 @@ def write_jsonl(path: Path, rows: list[dict], extra_lines: tuple[str, ...] = ())
         for line in extra_lines:
             f.write(line + "\n")
     return path
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now (for process groups and Ray heads in tests)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

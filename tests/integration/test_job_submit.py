@@ -12,7 +12,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,19 +21,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import make_corpus, write_jsonl
+from tests.conftest import free_port, make_corpus, write_jsonl
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DATE = "2026-11-23"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +38,12 @@ def head():
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     temp_dir = tempfile.mkdtemp(prefix="ffray", dir="/tmp")  # short: Ray's socket paths have a length limit
-    dash = _free_port()
-    ports = ["--port", str(_free_port()), "--dashboard-port", str(dash),
-             "--dashboard-agent-listen-port", str(_free_port()), "--dashboard-agent-grpc-port", str(_free_port()),
-             "--metrics-export-port", str(_free_port()), "--runtime-env-agent-port", str(_free_port()),
-             "--ray-client-server-port", str(_free_port()), "--node-manager-port", str(_free_port()),
-             "--object-manager-port", str(_free_port())]
+    dash = free_port()
+    ports = ["--port", str(free_port()), "--dashboard-port", str(dash),
+             "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+             "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
+             "--ray-client-server-port", str(free_port()), "--node-manager-port", str(free_port()),
+             "--object-manager-port", str(free_port())]
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
          "--include-dashboard", "true", "--num-cpus", "4", "--temp-dir", temp_dir, "--disable-usage-stats", *ports],

@@ -47,15 +47,13 @@ def test_bf16_training_keeps_updates_smaller_than_one_bf16_step(tiny_model, tmp_
     # (DeepSpeed's bf16 mode) the model loses them. One Adam step at lr 1e-6 is ~1% of a bf16 step of
     # these weights: under bf16 autocast the exported weights must be fp32 and have moved.
     import json
-    import socket
 
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from tests.conftest import free_port
+
     out = tmp_path / "step.json"
-    mp.spawn(_one_small_step, args=(port, tiny_model, str(out)), nprocs=1, join=True)
+    mp.spawn(_one_small_step, args=(free_port(), tiny_model, str(out)), nprocs=1, join=True)
     r = json.loads(out.read_text())
     assert r["dtypes"] == ["torch.float32"]
     assert r["changed"] > 0.9, r

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import numpy as np
 import pytest
 import torch
 
 from pipeline import columns as col
+from tests.conftest import free_port
 
 ROWS, BATCH, ACCUM, EPOCHS = 37, 4, 2, 3
 
@@ -84,10 +84,7 @@ def _rank(rank: int, world: int, port: int, stage: int, model_dir: str, out: str
 def test_two_ranks_odd_rows_equal_steps_trained_and_exported_whole(stage, tiny_model, tmp_path):
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_rank, args=(2, port, stage, tiny_model, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_rank, args=(2, free_port(), stage, tiny_model, str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     # 37 rows over 2 ranks: 18 each (one skipped); 5 micro-batches needed -> 6, a multiple of 2
     assert r0["micro"] == r1["micro"] == [6] * EPOCHS
