@@ -56,19 +56,24 @@ def prepare(root: Path) -> None:
     write_jsonl(root / "safety.jsonl", safety)
     texts = [r["prompt"] + " " + r["response"] for r in rows + safety]
     build_tiny_model(str(root / "model"), texts * 3, hidden_size=192, num_layers=2)
-    stamps = {p.name: os.stat(p).st_mtime_ns for p in (root / "corpus.jsonl", root / "safety.jsonl")}
-    (root / "stamps.json").write_text(json.dumps(stamps))
+    save_stamps(root)
     assert main(["ingest", *_args(root, "out-gpu")]) == 0
     t0 = time.perf_counter()
     assert main(["run", *_args(root, "out-cpu")]) == 0
     print(json.dumps({"cpu_run_seconds": round(time.perf_counter() - t0, 1), **_summary(root / "out-cpu")}))
 
 
-def _restore_stamps(root: Path) -> None:
-    """The inputs' modification stamps as ``prepare`` saw them: the transfer may not keep them, and
-    ingest's fingerprint reads them."""
-    for name, ns in json.loads((root / "stamps.json").read_text()).items():
-        os.utime(root / name, ns=(ns, ns))
+def save_stamps(data: Path) -> None:
+    """Keep the modification stamps of ``data``'s corpus and safety set beside them (``restore_stamps``)."""
+    stamps = {name: os.stat(data / name).st_mtime_ns for name in ("corpus.jsonl", "safety.jsonl")}
+    (data / "stamps.json").write_text(json.dumps(stamps))
+
+
+def restore_stamps(data: Path) -> None:
+    """The inputs' modification stamps as ``save_stamps`` saw them: the transfer to the GPU machine may
+    not keep them, and ingest's fingerprint reads them."""
+    for name, ns in json.loads((data / "stamps.json").read_text()).items():
+        os.utime(data / name, ns=(ns, ns))
 
 
 def _emit(result: dict, out: str | None) -> None:
@@ -90,7 +95,7 @@ def gpu(root: Path, out: str | None) -> None:
 
     from pipeline.cli import main
 
-    _restore_stamps(root)
+    restore_stamps(root)
     t0 = time.perf_counter()
     rc = main(["run", *_args(root, "out-gpu"), *GPU])
     seconds = time.perf_counter() - t0
@@ -116,7 +121,7 @@ def rescore(root: Path, out: str | None) -> None:
 
     from pipeline.cli import main
 
-    _restore_stamps(root)
+    restore_stamps(root)
     on_cpu = _scores(root / "out-cpu")
     rc = main(["score", *_args(root, "out-cpu"), *GPU_SCORING])
     on_gpu = _scores(root / "out-cpu")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from threshold_runs import DATA, RECIPES, keep_scores, run_name  # noqa: E402 - after the path it needs
+from gpu_end_to_end import restore_stamps, save_stamps  # noqa: E402 - after the path it needs
+from threshold_runs import DATA, RECIPES, keep_scores, run_args, run_name  # noqa: E402
 
 GPU = {"noisy_finetune.use_gpu": "true", "noisy_finetune.num_workers": "1", "safety_finetune.use_gpu": "true",
        "safety_finetune.num_workers": "1", "scoring.gpus_per_actor": "1", "scoring.num_actors": "1"}
@@ -40,10 +40,9 @@ GPU = {"noisy_finetune.use_gpu": "true", "noisy_finetune.num_workers": "1", "saf
 
 
 def _args(work: Path, meta: dict) -> list[str]:
-    overrides = {**{k: str(v) for k, v in meta["overrides"].items()}, **GPU}
-    return ["--input", str(work / "data" / "corpus.jsonl"), "--safety", str(work / "data" / "safety.jsonl"),
-            "--output", str(work / "out"), "--set", f"seed={meta['seed']}",
-            *(x for k, v in overrides.items() for x in ("--set", f"{k}={v}"))]
+    """The CPU run's arguments (``threshold_runs.run_args``) with the GPU settings on top."""
+    return run_args(str(work / "data" / "corpus.jsonl"), str(work / "data" / "safety.jsonl"), str(work / "out"),
+                    meta["seed"], {**meta["overrides"], **GPU})
 
 
 def prepare(root: Path, runs: list[str]) -> None:
@@ -63,8 +62,8 @@ def prepare(root: Path, runs: list[str]) -> None:
         ids = {json.loads(ln)["id"] for ln in Path(paths["corpus"]).read_text(encoding="utf-8").splitlines()}
         if ids != cpu_ids:
             raise SystemExit(f"{name}: the rebuilt corpus is not the CPU run's ({len(ids ^ cpu_ids)} ids differ)")
-        stamps = {p: os.stat(work / "data" / p).st_mtime_ns for p in ("corpus.jsonl", "safety.jsonl")}
-        (work / "meta.json").write_text(json.dumps({**meta, "stamps": stamps}))
+        save_stamps(work / "data")
+        (work / "meta.json").write_text(json.dumps(meta))
         assert main(["ingest", *_args(work, meta)]) == 0
         print(f"{name}: prepared", flush=True)
     (root / "runs.json").write_text(json.dumps(runs))  # ``gpu`` keeps this order: the first named matters most
@@ -80,8 +79,7 @@ def gpu(root: Path, out: Path) -> None:
     for name in json.loads((root / "runs.json").read_text()):
         work = root / name
         meta = json.loads((work / "meta.json").read_text())
-        for name, ns in meta.pop("stamps").items():  # the transfer may not keep them; ingest's fingerprint reads them
-            os.utime(work / "data" / name, ns=(ns, ns))
+        restore_stamps(work / "data")
         t0 = time.perf_counter()
         rc = main(["run", *_args(work, meta)])
         meta.update(device=torch.cuda.get_device_name(), gpu_overrides=GPU, wall_s=round(time.perf_counter() - t0, 1), rc=rc)

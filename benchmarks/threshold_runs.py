@@ -55,6 +55,12 @@ def run_name(source: str, share: float, styles: str, rows: int, seed: int, recip
     return name + "".join(f"-{k}={v}" for k, v in sorted((extra or {}).items()))
 
 
+def run_args(corpus: str, safety: str, output: str, seed: int, overrides: dict) -> list[str]:
+    """The ``forgetfilter run`` arguments of a threshold run (after any ``--config``): its inputs, output, seed and overrides."""
+    return ["--input", corpus, "--safety", safety, "--output", output, "--set", f"seed={seed}",
+            *(x for k, v in overrides.items() for x in ("--set", f"{k}={v}"))]
+
+
 def keep_scores(out_dir: Path, corpus: Path, dest: Path, meta: dict) -> None:
     """The per-row numbers a threshold rule and its confounds need, as one small JSON file: with B's
     prompt states (rounded) and the safety set's, for the ``safety_prompts`` vote, and B's reply states
@@ -111,9 +117,8 @@ def main() -> None:
         paths = build(str(work / "data"), source, float(share), a.rows, styles, a.seed, a.safety)
         t0 = time.time()
         config = [] if a.recipe == "defaults" else ["--config", "jobs/configs/demo.yaml"]
-        cmd = [sys.executable, "-m", "pipeline", "run", *config, "--input", paths["corpus"],
-               "--safety", paths["safety"], "--output", str(work / "out"), "--set", f"seed={a.seed}",
-               *(x for k, v in overrides.items() for x in ("--set", f"{k}={v}"))]
+        cmd = [sys.executable, "-m", "pipeline", "run", *config,
+               *run_args(paths["corpus"], paths["safety"], str(work / "out"), a.seed, overrides)]
         subprocess.run(cmd, check=True, cwd=HERE.parent)
         meta = {"run": name, "source": source, "unsafe_share": float(share), "styles": styles, "seed": a.seed,
                 "model": "smollm2-135m-instruct", "config": " ".join(config[1:]) or "defaults", "recipe": a.recipe,
