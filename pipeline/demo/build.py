@@ -16,7 +16,6 @@ Every row carries ``label`` (1 = unsafe) and ``category`` (HarmBench semantic ca
 from __future__ import annotations
 
 import csv
-import importlib
 import importlib.util
 import json
 import random
