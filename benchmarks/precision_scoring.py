@@ -10,6 +10,10 @@ than fp32 on AVX2), so ``--simulate`` reproduces autocast's rounding in fp32 ins
 rounds its output to bf16, as autocast does, with the products summed in fp32. Attention's own
 matmuls stay fp32 in the simulation, so it slightly understates the noise of real bf16.
 
+On a GPU, bf16 is what the scoring actors do there (weights loaded in bf16), and a third column
+scores the fp32 weights with TF32 matmuls (``torch.set_float32_matmul_precision("high")``): the
+candidate between the two, fp32's memory at close to bf16's matmul speed.
+
     python benchmarks/precision_scoring.py --run RUN_DIR [--simulate] [--out benchmarks/precision_scoring.json]
 """
 
@@ -70,16 +74,25 @@ def main() -> None:
         for m in low.models:
             simulate_bf16_linears(m)
     bf16, s16 = score(low, ids, prompt_lens)
+    runs = {"fp32": fp32, "bf16": bf16}
+    seconds = {"fp32": s32, "bf16": s16}
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")
+        runs["tf32"], seconds["tf32"] = score(PairScorer(precision="fp32", **common), ids, prompt_lens)
+        torch.set_float32_matmul_precision("highest")
     has = np.isfinite(y)
     result: dict[str, Any] = {"run": args.run, "rows": len(ids), "labelled": int(has.sum()), "unsafe": int((y[has] == 1).sum()),
-                              "bf16": "simulated rounding" if simulate else "torch.autocast", "seconds": {"fp32": s32, "bf16": s16}}
+                              "bf16": "simulated rounding" if simulate else "bf16 weights" if torch.cuda.is_available() else "torch.autocast",
+                              "seconds": seconds}
     for name in SCORES:
         c = col.score_column(name)
         diff = np.abs(bf16[c] - fp32[c])
-        result[name] = {"auroc_fp32": auroc(fp32[c][has], y[has]), "auroc_bf16": auroc(bf16[c][has], y[has]),
+        result[name] = {**{f"auroc_{p}": auroc(s[c][has], y[has]) for p, s in runs.items()},
                         "median_abs_diff": float(np.median(diff)), "max_abs_diff": float(diff.max()),
                         "spread_fp32": float(np.std(fp32[c]))}
-    result["mean_losses"] = {p: {k: float(np.mean(s[k])) for k in ("loss_a", "loss_b")} for p, s in (("fp32", fp32), ("bf16", bf16))}
+        if "tf32" in runs:
+            result[name]["tf32_median_abs_diff"] = float(np.median(np.abs(runs["tf32"][c] - fp32[c])))
+    result["mean_losses"] = {p: {k: float(np.mean(s[k])) for k in ("loss_a", "loss_b")} for p, s in runs.items()}
     rel = np.abs(np.log(bf16["loss_a"] / fp32["loss_a"]))
     result["loss_a_relative_diff"] = {"median": float(np.median(rel)), "max": float(rel.max())}
     print(json.dumps(result, indent=2))
