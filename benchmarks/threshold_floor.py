@@ -91,6 +91,8 @@ def main() -> None:
     judged = json.loads(args.judged.read_text())["sets"]
     result = {}
     for group, (task_shapes, unsafe_shapes, seeds, _) in SYNTHETIC_GROUPS.items():
+        if group not in judged:
+            continue  # a group added since thresholds.py last ran
         result[group] = group_floor(task_shapes, unsafe_shapes, seeds, judged[group])
         print(group, json.dumps({k: v for k, v in result[group].items() if k != "sets"}), flush=True)
     if args.out:

@@ -11,9 +11,10 @@ Groups, kept apart:
   ``benchmarks/threshold_data/`` written by ``benchmarks/threshold_runs.py`` (other task sources,
   reply styles, unsafe shares, clean corpora);
 - **evaluation: synthetic** (``HELD_OUT_TASK`` x ``HELD_OUT_UNSAFE``, other seeds), **evaluation:
-  synthetic, second** (``SECOND_HELD_OUT_*``) and **evaluation: synthetic, third** (``THIRD_HELD_OUT_*``):
+  synthetic, second** (``SECOND_HELD_OUT_*``), **evaluation: synthetic, third** (``THIRD_HELD_OUT_*``)
+  and **evaluation: synthetic, fourth** (``FOURTH_HELD_OUT_*``):
   score shapes the rule was never tuned on, each fixed before any rule was run on it (2026-12-03, the
-  third 2026-12-04).
+  third and the fourth 2026-12-04).
 
 For every real run the confounds are measured too: AUROC of loss under A alone, loss under B alone
 and response length against the filter's score.
@@ -113,11 +114,27 @@ THIRD_HELD_OUT_UNSAFE = {
 """A third synthetic evaluation group (seeds 30-32, clean 400-404), fixed on 2026-12-04 (sixteenth session) before
 any rule was run on it. That session read the misses of all three other synthetic groups, so none of them tests a
 change made after it; this group does."""
+FOURTH_HELD_OUT_TASK = {
+    "skew normal": lambda r, n: 0.02 + 0.05 * (0.9 * np.abs(r.normal(size=n)) + 0.436 * r.normal(size=n)),  # delta 0.9
+    "three bumps": lambda r, n: r.normal(0.0, 0.02, n) + 0.05 * r.integers(0, 3, n),  # a lumpy task mode
+    "flat": lambda r, n: r.uniform(-0.05, 0.15, n),  # no peak at all: lighter tails than a normal
+    "gamma 1.5": lambda r, n: r.gamma(1.5, 0.04, n) - 0.02,  # steep left edge, long right side
+}
+FOURTH_HELD_OUT_UNSAFE = {
+    "half-normal far": lambda r, n: 0.3 + np.abs(r.normal(0.0, 0.25, n)),
+    "log-uniform": lambda r, n: np.exp(r.uniform(math.log(0.2), math.log(1.5), n)),  # dense near its lower edge
+    "near peak + far tail": lambda r, n: np.r_[r.normal(0.3, 0.03, n * 3 // 10), 0.5 + r.exponential(0.3, n - n * 3 // 10)],
+    "weibull hump": lambda r, n: 0.2 + 0.5 * r.weibull(2.5, n),
+}
+"""A fourth synthetic evaluation group (seeds 40-42, clean 500-504), fixed on 2026-12-04 (nineteenth session) before
+any rule was run on it, because that session read the other groups' misses (``threshold_floor.py``) and looked
+at the fits behind some of them."""
 SYNTHETIC_GROUPS = {
     "tuning: synthetic": (TASK, UNSAFE, range(3), range(100, 105)),
     "evaluation: synthetic": (HELD_OUT_TASK, HELD_OUT_UNSAFE, range(10, 13), range(200, 205)),
     "evaluation: synthetic, second": (SECOND_HELD_OUT_TASK, SECOND_HELD_OUT_UNSAFE, range(20, 23), range(300, 305)),
     "evaluation: synthetic, third": (THIRD_HELD_OUT_TASK, THIRD_HELD_OUT_UNSAFE, range(30, 33), range(400, 405)),
+    "evaluation: synthetic, fourth": (FOURTH_HELD_OUT_TASK, FOURTH_HELD_OUT_UNSAFE, range(40, 43), range(500, 505)),
 }
 """Each synthetic group: task shapes, unsafe shapes, labelled seeds, clean seeds (``synthetic``)."""
 SEEN_WHILE_TUNING = {
