@@ -331,6 +331,11 @@ F1 0.5-0.83 (a lognormal mode's shoulder 0.80-0.83 at 5,000-100,000 rows), a rea
 (``mixture.NormalExp``), which can take a skewed mode's bulk as the "unsafe" majority."""
 
 
+def scale_floor(xs: np.ndarray) -> float:
+    """The smallest scale a mixture component may take: only keeps EM's scales off zero."""
+    return 1e-3 * robust_spread(xs)
+
+
 def separability(expected: dict[str, float]) -> float:
     """The smaller of the expected F1 of the unsafe rows and of the task rows at the cut.
 
@@ -378,7 +383,7 @@ def mixture(scores: np.ndarray) -> Threshold:
     evidence: dict[str, float | int] = {"rows": n_all, "estimated_unsafe_share": 0.0}
     if len(xs) < 8 or xs[0] == xs[-1]:
         return Threshold(math.inf, "mixture", "too few distinct scores to fit a mixture: nothing dropped", evidence)
-    floor = 1e-3 * robust_spread(xs)
+    floor = scale_floor(xs)
     right = [m for m in mx.fit_two(xs, floor) if float(m.components[1].sf(np.array(m.components[0].mu))) >= RIGHT_MASS_MIN
              and m.components[1].mu - m.components[0].mu >= MODE_GAP_MIN * m.components[0].left]
     cuts = [(m, *expected_f1_cut(m, n_all, float(xs[-1]))) for m in right]
