@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import make_corpus
+from tests.conftest import free_port, make_corpus, process_group
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -37,17 +37,11 @@ def test_gpu_scores_equal_cpu_scores_within_bf16_error(tiny_model):
 
 
 def test_a_zero_3_engine_trains_on_the_gpu(tiny_model):
-    import os
-
-    import torch.distributed as dist
-
     from pipeline.config import FinetuneConfig
     from pipeline.text.formatting import collate
     from pipeline.training.loop import autocast, build_engine
 
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29541", "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"})
-    dist.init_process_group("nccl", rank=0, world_size=1)
-    try:
+    with process_group("nccl", free_port()):
         ft = FinetuneConfig(zero_stage=3, gradient_checkpointing=True, batch_size=8, use_gpu=True, learning_rate=1e-3)
         engine = build_engine(ft, tiny_model, False, total_steps=30)
         compute = autocast(True, engine.device)
@@ -61,5 +55,3 @@ def test_a_zero_3_engine_trains_on_the_gpu(tiny_model):
             engine.step()
             losses.append(float(loss))
         assert engine.device.type == "cuda" and losses[-1] < 0.5 * losses[0]
-    finally:
-        dist.destroy_process_group()

@@ -19,27 +19,23 @@ def test_cpu_init_compiles_no_shared_memory_kernel(tmp_path, monkeypatch):
 
 def _one_small_step(rank: int, port: int, model_dir: str, out: str) -> None:
     import json
-    import os
-
-    import torch.distributed as dist
 
     from pipeline.config import FinetuneConfig
     from pipeline.text.formatting import collate
     from pipeline.training.loop import _consolidated_state_dict, autocast, build_engine
+    from tests.conftest import process_group
 
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"})
-    dist.init_process_group("gloo")
-    engine = build_engine(FinetuneConfig(learning_rate=1e-6, warmup_ratio=0.0), model_dir, False, total_steps=2)
-    before = {k.removeprefix("lm."): v.detach().clone() for k, v in engine.module.state_dict().items()}
-    t = collate([[5, 6, 7, 8, 9, 10, 11, 12]] * 4, [3] * 4, 0)
-    with autocast(True, engine.device):
-        loss = engine(t["input_ids"], t["attention_mask"], t["labels"])[0].mean()
-    engine.backward(loss)
-    engine.step()
-    after = _consolidated_state_dict(engine, 2)
+    with process_group("gloo", port):
+        engine = build_engine(FinetuneConfig(learning_rate=1e-6, warmup_ratio=0.0), model_dir, False, total_steps=2)
+        before = {k.removeprefix("lm."): v.detach().clone() for k, v in engine.module.state_dict().items()}
+        t = collate([[5, 6, 7, 8, 9, 10, 11, 12]] * 4, [3] * 4, 0)
+        with autocast(True, engine.device):
+            loss = engine(t["input_ids"], t["attention_mask"], t["labels"])[0].mean()
+        engine.backward(loss)
+        engine.step()
+        after = _consolidated_state_dict(engine, 2)
     changed = [bool((after[k].float() != before[k].float()).any()) for k in before]
     json.dump({"dtypes": sorted({str(v.dtype) for v in after.values()}), "changed": sum(changed) / len(changed)}, open(out, "w"))
-    dist.destroy_process_group()
 
 
 def test_bf16_training_keeps_updates_smaller_than_one_bf16_step(tiny_model, tmp_path):

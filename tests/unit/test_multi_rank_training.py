@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pipeline import columns as col
-from tests.conftest import free_port
+from tests.conftest import free_port, process_group
 
 ROWS, BATCH, ACCUM, EPOCHS = 37, 4, 2, 3
 
@@ -33,7 +33,6 @@ class ListShard:
 
 def _rank(rank: int, world: int, port: int, stage: int, model_dir: str, out: str) -> None:
     import deepspeed
-    import torch.distributed as dist
 
     from pipeline.config import FinetuneConfig
     from pipeline.models.loading import load_tokenizer
@@ -42,41 +41,37 @@ def _rank(rank: int, world: int, port: int, stage: int, model_dir: str, out: str
 
     torch.set_num_threads(1)
     torch.manual_seed(rank)
-    # What Ray Train sets up before the training function runs: the torch.distributed environment
-    # variables and a process group.
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-                       "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(world)})
-    dist.init_process_group("gloo")
-    tok = load_tokenizer(model_dir)
-    chats = [[{"role": "user", "content": f"Tell me about bees, number {i}."},
-              {"role": "assistant", "content": f"Bees make honey, number {i}." + " Buzz." * (i % 5)}] for i in range(ROWS)]
-    enc = encode_batch(tok, chats, 96, truncate=False)
-    shard = ListShard([e.input_ids for e in enc], [e.prompt_len for e in enc])
-    ft = FinetuneConfig(zero_stage=stage, batch_size=BATCH, grad_accum=ACCUM, learning_rate=3e-3, warmup_ratio=0.0)
-    engine = build_engine(ft, model_dir, False, total_steps=EPOCHS * 3)
-    local_numel = sum(p.numel() for p in engine.module.lm.parameters())
-    micro, losses = [], []
-    for epoch in range(EPOCHS):
-        n = 0
-        for ids, prompt_lens in _epoch_batches(shard, BATCH, ACCUM, epoch, rank, world):
-            t = collate(ids, prompt_lens, tok.pad_token_id)
-            loss = engine(t["input_ids"], t["attention_mask"], t["labels"], recompute=True)[0].mean()
-            engine.backward(loss)
-            engine.step()
-            losses.append(float(loss))
-            n += 1
-        micro.append(n)
-    exported = _consolidated_state_dict(engine, stage)
-    params = dict(engine.module.lm.named_parameters())
-    with deepspeed.zero.GatheredParameters(list(params.values()), enabled=stage == 3):
-        gathered = {k: v.detach().clone() for k, v in params.items()}
-    result = {"micro": micro, "steps": engine.global_steps, "first": losses[0], "last": losses[-1],
-              "local_numel": local_numel, "full_numel": sum(v.numel() for v in gathered.values())}
-    if rank == 0:
-        result["export_equal"] = all(torch.equal(exported[k].float(), v.float()) for k, v in gathered.items())
-        result["export_whole"] = all(exported[k].shape == v.shape for k, v in gathered.items())
-    with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
-        json.dump(result, f)
+    with process_group("gloo", port, rank, world):  # what Ray Train sets up before the loop runs
+        tok = load_tokenizer(model_dir)
+        chats = [[{"role": "user", "content": f"Tell me about bees, number {i}."},
+                  {"role": "assistant", "content": f"Bees make honey, number {i}." + " Buzz." * (i % 5)}] for i in range(ROWS)]
+        enc = encode_batch(tok, chats, 96, truncate=False)
+        shard = ListShard([e.input_ids for e in enc], [e.prompt_len for e in enc])
+        ft = FinetuneConfig(zero_stage=stage, batch_size=BATCH, grad_accum=ACCUM, learning_rate=3e-3, warmup_ratio=0.0)
+        engine = build_engine(ft, model_dir, False, total_steps=EPOCHS * 3)
+        local_numel = sum(p.numel() for p in engine.module.lm.parameters())
+        micro, losses = [], []
+        for epoch in range(EPOCHS):
+            n = 0
+            for ids, prompt_lens in _epoch_batches(shard, BATCH, ACCUM, epoch, rank, world):
+                t = collate(ids, prompt_lens, tok.pad_token_id)
+                loss = engine(t["input_ids"], t["attention_mask"], t["labels"], recompute=True)[0].mean()
+                engine.backward(loss)
+                engine.step()
+                losses.append(float(loss))
+                n += 1
+            micro.append(n)
+        exported = _consolidated_state_dict(engine, stage)
+        params = dict(engine.module.lm.named_parameters())
+        with deepspeed.zero.GatheredParameters(list(params.values()), enabled=stage == 3):
+            gathered = {k: v.detach().clone() for k, v in params.items()}
+        result = {"micro": micro, "steps": engine.global_steps, "first": losses[0], "last": losses[-1],
+                  "local_numel": local_numel, "full_numel": sum(v.numel() for v in gathered.values())}
+        if rank == 0:
+            result["export_equal"] = all(torch.equal(exported[k].float(), v.float()) for k, v in gathered.items())
+            result["export_whole"] = all(exported[k].shape == v.shape for k, v in gathered.items())
+        with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+            json.dump(result, f)
 
 
 @pytest.mark.timeout(600)
