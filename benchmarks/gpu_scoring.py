@@ -2,7 +2,8 @@
 
 Builds a Llama-3.2-1B-shaped model with random weights (throughput does not depend on the
 weights, and nothing is downloaded), saves it as models A and B, and runs ``PairScorer.losses``
-(token-budget micro-batches, response positions only through the LM head, bf16 on the GPU) on
+(token-budget micro-batches, response positions only through the LM head, bf16 on the GPU unless
+``--precision`` says otherwise) on
 synthetic rows whose lengths follow a long-tailed chat corpus. Reports real tokens/s, padding
 (padded slots / all slots) and MFU = 2 * N * tokens/s / peak, with N the parameters a token
 passes through (the input embedding excluded), counted once per model.
@@ -81,6 +82,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, nargs="+", default=[32768, 65536, 131072], help="scoring.max_tokens_per_batch values")
     ap.add_argument("--tiny", action="store_true", help="a tiny model on CPU: checks the script, measures nothing")
     ap.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, if not in BF16_PEAK_TFLOPS")
+    ap.add_argument("--precision", choices=["bf16", "tf32", "fp32"], default="bf16",
+                    help="on the GPU: bf16 weights (the scoring actors' choice), or fp32 weights with TF32 or fp32 matmuls")
     ap.add_argument("--out")
     args = ap.parse_args()
     import torch
@@ -88,6 +91,9 @@ def main() -> None:
     from pipeline.scoring.scorer import PairScorer
 
     gpu = torch.cuda.is_available() and not args.tiny
+    if args.precision == "tf32":
+        torch.set_float32_matmul_precision("high")
+    precision = ("bf16" if args.precision == "bf16" else "fp32") if gpu else "fp32"
     device = torch.cuda.get_device_name() if gpu else "cpu"
     peak = peak_tflops(device, args.peak_tflops)
     results = []
@@ -95,7 +101,7 @@ def main() -> None:
         path, n_params = build_model(d, TINY if args.tiny else LLAMA_1B)
         ids, prompt_lens = synthetic_rows(args.rows, (TINY if args.tiny else LLAMA_1B)["vocab_size"])
         for max_tokens in args.max_tokens:
-            scorer = PairScorer(path, path, "log_ratio", max_tokens, "bf16" if gpu else "fp32", use_gpu=gpu)
+            scorer = PairScorer(path, path, "log_ratio", max_tokens, precision, use_gpu=gpu)
             scorer.losses(ids[: args.batch_rows], prompt_lens[: args.batch_rows])  # warm-up: kernels, allocator
             if gpu:
                 torch.cuda.synchronize()
@@ -120,7 +126,8 @@ def main() -> None:
             del scorer
             if gpu:
                 torch.cuda.empty_cache()
-    out = {"device": device, "bf16_peak_tflops": peak, "params_counted": n_params, "model": "tiny" if args.tiny else "Llama-3.2-1B shape",
+    out = {"device": device, "precision": args.precision if gpu else "fp32", "bf16_peak_tflops": peak, "params_counted": n_params,
+           "model": "tiny" if args.tiny else "Llama-3.2-1B shape",
            "results": results}
     if args.out:
         with open(args.out, "w") as f:
