@@ -12,7 +12,8 @@ matmuls stay fp32 in the simulation, so it slightly understates the noise of rea
 
 On a GPU, bf16 is what the scoring actors do there (weights loaded in bf16), and a third column
 scores the fp32 weights with TF32 matmuls (``torch.set_float32_matmul_precision("high")``): the
-candidate between the two, fp32's memory at close to bf16's matmul speed.
+candidate between the two, with fp32's memory (on an H200 it scored at half bf16's rate:
+``gpu_scoring.py --precision``, RESULTS.md).
 
     python benchmarks/precision_scoring.py --run RUN_DIR [--simulate] [--out benchmarks/precision_scoring.json]
 """
