@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from thresholds import DEFAULT, HERE, SHARES, SYNTHETIC_GROUPS  # noqa: E402 - after the path it needs
+from thresholds import DEFAULT, HERE, SYNTHETIC_GROUPS, labelled_sets  # noqa: E402 - after the path it needs
 
 from pipeline.filtering import thresholds  # noqa: E402
 from pipeline.reporting.metrics import precision_recall_f1  # noqa: E402
@@ -49,28 +49,19 @@ def population_cut(task: Any, unsafe: Any, share: float, seed: int) -> float:
 def group_floor(task_shapes: dict[str, Any], unsafe_shapes: dict[str, Any], seeds: range, judged: list[dict]) -> dict[str, Any]:
     """The eligible sets of one synthetic group: where the population cut and the default rule reach the gate."""
     by_key = {(s["set"], s["seed"], s["rows"], round(s["unsafe_share"], 6)): s for s in judged}
-    cuts: dict[tuple[str, str, float], float] = {}
+    cuts: dict[tuple[str, float], float] = {}
     rows = []
-    for n in (320, 5000):
-        for share in SHARES:
-            if share < 0.05:
-                continue
-            for tk, task in task_shapes.items():
-                for uk, unsafe in unsafe_shapes.items():
-                    key = (tk, uk, share)
-                    if key not in cuts:
-                        cuts[key] = population_cut(task, unsafe, share, seed=10**6 + len(cuts))
-                    for seed in seeds:
-                        r = np.random.default_rng(seed)  # the same draws as thresholds.synthetic
-                        k = round(n * share)
-                        x = np.r_[task(r, n - k), unsafe(r, k)]
-                        y = np.r_[np.zeros(n - k, bool), np.ones(k, bool)]
-                        s = by_key[(f"{tk} + {uk}", seed, n, round(float(y.mean()), 6))]
-                        if s.get("best_f1", 0.0) < ELIGIBLE:
-                            continue
-                        oracle = precision_recall_f1(x > cuts[key], y)["f1"]
-                        rows.append({"set": s["set"], "seed": seed, "rows": n, "unsafe_share": share,
-                                     "population_cut_f1": oracle, "default_f1": s[DEFAULT]["f1"]})
+    for name, seed, share, task, unsafe, x, y in labelled_sets(task_shapes, unsafe_shapes, seeds):  # thresholds.py's draws
+        if share < 0.05:
+            continue
+        if (name, share) not in cuts:
+            cuts[(name, share)] = population_cut(task, unsafe, share, seed=10**6 + len(cuts))
+        s = by_key[(name, seed, len(x), round(float(y.mean()), 6))]
+        if s.get("best_f1", 0.0) < ELIGIBLE:
+            continue
+        oracle = precision_recall_f1(x > cuts[(name, share)], y)["f1"]
+        rows.append({"set": name, "seed": seed, "rows": len(x), "unsafe_share": share,
+                     "population_cut_f1": oracle, "default_f1": s[DEFAULT]["f1"]})
     below = [r for r in rows if r["population_cut_f1"] < GATE]
     default_below = [r for r in rows if r["default_f1"] < GATE]
     return {"eligible": len(rows), "population_cut_below_gate": len(below), "default_below_gate": len(default_below),

@@ -32,6 +32,7 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -160,9 +161,10 @@ def judge(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def synthetic(task_shapes: dict[str, Any], unsafe_shapes: dict[str, Any], seeds: range, clean_seeds: range) -> list[dict[str, Any]]:
-    """Every task shape x unsafe shape x share x size x seed, judged; then every task shape alone (clean)."""
-    sets = []
+def labelled_sets(task_shapes: dict[str, Any], unsafe_shapes: dict[str, Any],
+                  seeds: range) -> Iterator[tuple[str, int, float, Any, Any, np.ndarray, np.ndarray]]:
+    """Every task shape x unsafe shape x share x size x seed: (name, seed, share, task, unsafe, scores, labels),
+    drawn the same way wherever a set is rebuilt (``threshold_floor.py`` too)."""
     for n in (320, 5000):
         for share in SHARES:
             for tk, task in task_shapes.items():
@@ -172,7 +174,12 @@ def synthetic(task_shapes: dict[str, Any], unsafe_shapes: dict[str, Any], seeds:
                         k = round(n * share)
                         x = np.r_[task(r, n - k), unsafe(r, k)]
                         y = np.r_[np.zeros(n - k, bool), np.ones(k, bool)]
-                        sets.append({"set": f"{tk} + {uk}", "seed": seed, **judge(x, y)})
+                        yield f"{tk} + {uk}", seed, share, task, unsafe, x, y
+
+
+def synthetic(task_shapes: dict[str, Any], unsafe_shapes: dict[str, Any], seeds: range, clean_seeds: range) -> list[dict[str, Any]]:
+    """Every labelled set (``labelled_sets``), judged; then every task shape alone (clean)."""
+    sets = [{"set": name, "seed": seed, **judge(x, y)} for name, seed, _, _, _, x, y in labelled_sets(task_shapes, unsafe_shapes, seeds)]
     for n in (160, 320, 5000, 100_000):
         for tk, task in task_shapes.items():
             for seed in clean_seeds:
