@@ -4,6 +4,7 @@ gloo with two ranks, ZeRO-2 and ZeRO-3, is tested in test_multi_rank_training.py
 from __future__ import annotations
 
 from pipeline.training.deepspeed_config import skip_cpu_shm_comm_build
+from tests.conftest import free_port, process_group
 
 
 def test_cpu_init_compiles_no_shared_memory_kernel(tmp_path, monkeypatch):
@@ -23,7 +24,6 @@ def _one_small_step(rank: int, port: int, model_dir: str, out: str) -> None:
     from pipeline.config import FinetuneConfig
     from pipeline.text.formatting import collate
     from pipeline.training.loop import _consolidated_state_dict, autocast, build_engine
-    from tests.conftest import process_group
 
     with process_group("gloo", port):
         engine = build_engine(FinetuneConfig(learning_rate=1e-6, warmup_ratio=0.0), model_dir, False, total_steps=2)
@@ -45,8 +45,6 @@ def test_bf16_training_keeps_updates_smaller_than_one_bf16_step(tiny_model, tmp_
     import json
 
     import torch.multiprocessing as mp
-
-    from tests.conftest import free_port
 
     out = tmp_path / "step.json"
     mp.spawn(_one_small_step, args=(free_port(), tiny_model, str(out)), nprocs=1, join=True)
