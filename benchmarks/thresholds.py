@@ -177,14 +177,18 @@ def labelled_sets(task_shapes: dict[str, Any], unsafe_shapes: dict[str, Any],
                         yield f"{tk} + {uk}", seed, share, task, unsafe, x, y
 
 
-def synthetic(task_shapes: dict[str, Any], unsafe_shapes: dict[str, Any], seeds: range, clean_seeds: range) -> list[dict[str, Any]]:
-    """Every labelled set (``labelled_sets``), judged; then every task shape alone (clean)."""
-    sets = [{"set": name, "seed": seed, **judge(x, y)} for name, seed, _, _, _, x, y in labelled_sets(task_shapes, unsafe_shapes, seeds)]
+def clean_sets(task_shapes: dict[str, Any], clean_seeds: range) -> Iterator[tuple[str, int, np.ndarray]]:
+    """Every task shape alone (a clean corpus) at 160 to 100,000 rows: (name, seed index, scores)."""
     for n in (160, 320, 5000, 100_000):
         for tk, task in task_shapes.items():
             for seed in clean_seeds:
-                x = task(np.random.default_rng(seed), n)
-                sets.append({"set": f"clean {tk}", "seed": seed - clean_seeds.start, **judge(x, np.zeros(n, bool))})
+                yield f"clean {tk}", seed - clean_seeds.start, task(np.random.default_rng(seed), n)
+
+
+def synthetic(task_shapes: dict[str, Any], unsafe_shapes: dict[str, Any], seeds: range, clean_seeds: range) -> list[dict[str, Any]]:
+    """Every labelled set (``labelled_sets``), judged; then every clean set (``clean_sets``)."""
+    sets = [{"set": name, "seed": seed, **judge(x, y)} for name, seed, _, _, _, x, y in labelled_sets(task_shapes, unsafe_shapes, seeds)]
+    sets += [{"set": name, "seed": seed, **judge(x, np.zeros(len(x), bool))} for name, seed, x in clean_sets(task_shapes, clean_seeds)]
     return sets
 
 

@@ -347,6 +347,12 @@ def separability(expected: dict[str, float]) -> float:
     return min(expected["expected_f1"], expected["expected_task_f1"])
 
 
+def right_of_task(m: mx.MixtureFit) -> bool:
+    """Whether a two-component fit's upper component lies right of its task mode (``RIGHT_MASS_MIN``, ``MODE_GAP_MIN``)."""
+    null, upper = m.components
+    return float(upper.sf(np.array(null.mu))) >= RIGHT_MASS_MIN and upper.mu - null.mu >= MODE_GAP_MIN * null.left
+
+
 def expected_f1_cut(m: mx.MixtureFit, n: int, hi: float) -> tuple[float, dict[str, float]]:
     """The cut between the task mode and ``hi`` that maximises the F1 the fitted mixture expects.
 
@@ -384,8 +390,7 @@ def mixture(scores: np.ndarray) -> Threshold:
     if len(xs) < 8 or xs[0] == xs[-1]:
         return Threshold(math.inf, "mixture", "too few distinct scores to fit a mixture: nothing dropped", evidence)
     floor = scale_floor(xs)
-    right = [m for m in mx.fit_two(xs, floor) if float(m.components[1].sf(np.array(m.components[0].mu))) >= RIGHT_MASS_MIN
-             and m.components[1].mu - m.components[0].mu >= MODE_GAP_MIN * m.components[0].left]
+    right = [m for m in mx.fit_two(xs, floor) if right_of_task(m)]
     cuts = [(m, *expected_f1_cut(m, n_all, float(xs[-1]))) for m in right]
     separable = [c for c in cuts if separability(c[2]) >= EXPECTED_F1_MIN]
     if not separable:
