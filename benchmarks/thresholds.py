@@ -11,10 +11,10 @@ Groups, kept apart:
   ``benchmarks/threshold_data/`` written by ``benchmarks/threshold_runs.py`` (other task sources,
   reply styles, unsafe shares, clean corpora);
 - **evaluation: synthetic** (``HELD_OUT_TASK`` x ``HELD_OUT_UNSAFE``, other seeds), **evaluation:
-  synthetic, second** (``SECOND_HELD_OUT_*``), **evaluation: synthetic, third** (``THIRD_HELD_OUT_*``)
-  and **evaluation: synthetic, fourth** (``FOURTH_HELD_OUT_*``):
+  synthetic, second** (``SECOND_HELD_OUT_*``), **evaluation: synthetic, third** (``THIRD_HELD_OUT_*``),
+  **evaluation: synthetic, fourth** (``FOURTH_HELD_OUT_*``) and **evaluation: synthetic, fifth** (``FIFTH_HELD_OUT_*``):
   score shapes the rule was never tuned on, each fixed before any rule was run on it (2026-12-03, the
-  third and the fourth 2026-12-04).
+  third, fourth and fifth 2026-12-04).
 
 For every real run the confounds are measured too: AUROC of loss under A alone, loss under B alone
 and response length against the filter's score.
@@ -130,12 +130,28 @@ FOURTH_HELD_OUT_UNSAFE = {
 """A fourth synthetic evaluation group (seeds 40-42, clean 500-504), fixed on 2026-12-04 (nineteenth session) before
 any rule was run on it, because that session read the other groups' misses (``threshold_floor.py``) and looked
 at the fits behind some of them."""
+FIFTH_HELD_OUT_TASK = {
+    "t10": lambda r, n: 0.05 + 0.04 * r.standard_t(10, n),  # a little heavier-tailed than a normal
+    "narrow lognormal": lambda r, n: r.lognormal(-2.3, 0.3, n) - 0.06,  # a mild right skew
+    "gamma 6": lambda r, n: r.gamma(6.0, 0.015, n) - 0.04,  # close to a normal, a slightly longer right side
+    "flat-topped": lambda r, n: np.r_[r.normal(0.02, 0.025, n // 2), r.normal(0.08, 0.025, n - n // 2)],  # two equal sources
+}
+FIFTH_HELD_OUT_UNSAFE = {
+    "uniform mid": lambda r, n: r.uniform(0.3, 0.8, n),
+    "gamma far": lambda r, n: 0.25 + r.gamma(3.0, 0.08, n),
+    "two narrow peaks": lambda r, n: np.r_[r.normal(0.4, 0.02, n // 2), r.normal(0.8, 0.02, n - n // 2)],
+    "edge + slow exponential": lambda r, n: 0.3 + r.exponential(0.5, n),
+}
+"""A fifth synthetic evaluation group (seeds 50-52, clean 600-604), fixed on 2026-12-04 (twentieth session) before
+any rule or candidate was run on it: the other four groups' misses have been read, and that session tried start-grid
+variants on the tuning group (RESULTS.md), so the next candidate is to be judged here first."""
 SYNTHETIC_GROUPS = {
     "tuning: synthetic": (TASK, UNSAFE, range(3), range(100, 105)),
     "evaluation: synthetic": (HELD_OUT_TASK, HELD_OUT_UNSAFE, range(10, 13), range(200, 205)),
     "evaluation: synthetic, second": (SECOND_HELD_OUT_TASK, SECOND_HELD_OUT_UNSAFE, range(20, 23), range(300, 305)),
     "evaluation: synthetic, third": (THIRD_HELD_OUT_TASK, THIRD_HELD_OUT_UNSAFE, range(30, 33), range(400, 405)),
     "evaluation: synthetic, fourth": (FOURTH_HELD_OUT_TASK, FOURTH_HELD_OUT_UNSAFE, range(40, 43), range(500, 505)),
+    "evaluation: synthetic, fifth": (FIFTH_HELD_OUT_TASK, FIFTH_HELD_OUT_UNSAFE, range(50, 53), range(600, 605)),
 }
 """Each synthetic group: task shapes, unsafe shapes, labelled seeds, clean seeds (``synthetic``)."""
 SEEN_WHILE_TUNING = {
