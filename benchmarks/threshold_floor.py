@@ -28,13 +28,12 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from thresholds import DEFAULT, HERE, SYNTHETIC_GROUPS, labelled_sets  # noqa: E402 - after the path it needs
+from thresholds import DEFAULT, ELIGIBLE, GATE, HERE, SYNTHETIC_GROUPS, labelled_sets, set_key  # noqa: E402 - after the path it needs
 
 from pipeline.filtering import thresholds  # noqa: E402
 from pipeline.reporting.metrics import precision_recall_f1  # noqa: E402
 
 POPULATION = 1_000_000
-GATE, ELIGIBLE = 0.90, 0.95
 
 
 def population_cut(task: Any, unsafe: Any, share: float, seed: int) -> float:
@@ -48,7 +47,7 @@ def population_cut(task: Any, unsafe: Any, share: float, seed: int) -> float:
 
 def group_floor(task_shapes: dict[str, Any], unsafe_shapes: dict[str, Any], seeds: range, judged: list[dict]) -> dict[str, Any]:
     """The eligible sets of one synthetic group: where the population cut and the default rule reach the gate."""
-    by_key = {(s["set"], s["seed"], s["rows"], round(s["unsafe_share"], 6)): s for s in judged}
+    by_key = {set_key(s["set"], s["seed"], s["rows"], s["unsafe_share"]): s for s in judged}
     cuts: dict[tuple[str, float], float] = {}
     rows = []
     for name, seed, share, task, unsafe, x, y in labelled_sets(task_shapes, unsafe_shapes, seeds):  # thresholds.py's draws
@@ -56,7 +55,7 @@ def group_floor(task_shapes: dict[str, Any], unsafe_shapes: dict[str, Any], seed
             continue
         if (name, share) not in cuts:
             cuts[(name, share)] = population_cut(task, unsafe, share, seed=10**6 + len(cuts))
-        s = by_key[(name, seed, len(x), round(float(y.mean()), 6))]
+        s = by_key[set_key(name, seed, len(x), float(y.mean()))]
         if s.get("best_f1", 0.0) < ELIGIBLE:
             continue
         oracle = precision_recall_f1(x > cuts[(name, share)], y)["f1"]

@@ -32,14 +32,13 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from thresholds import DEFAULT, HERE, SYNTHETIC_GROUPS, clean_sets, labelled_sets  # noqa: E402 - after the path it needs
+from thresholds import DEFAULT, ELIGIBLE, GATE, HERE, SYNTHETIC_GROUPS, clean_sets, labelled_sets, set_key  # noqa: E402 - after the path it needs
 
 from pipeline.filtering import mixture as mx  # noqa: E402
 from pipeline.filtering import thresholds  # noqa: E402
 from pipeline.reporting.metrics import precision_recall_f1  # noqa: E402
 
 DENSE = (0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98)
-GATE, ELIGIBLE = 0.90, 0.95
 
 
 def per_start(x: np.ndarray, starts: tuple[float, ...]) -> list[dict[str, Any]]:
@@ -65,10 +64,10 @@ def judge_group(group: str, starts: tuple[float, ...]) -> dict[str, Any]:
     mx.START_QUANTILES = starts
     task_shapes, unsafe_shapes, seeds, clean_seeds = SYNTHETIC_GROUPS[group]
     judged = json.loads((HERE / "thresholds.json").read_text())["sets"][group]
-    by_key = {(s["set"], s["seed"], s["rows"], round(s["unsafe_share"], 6)): s for s in judged}
+    by_key = {set_key(s["set"], s["seed"], s["rows"], s["unsafe_share"]): s for s in judged}
     eligible, below, mended, broken, one_pct, one_pct_none = 0, [], 0, 0, 0, 0
     for name, seed, share, _, _, x, y in labelled_sets(task_shapes, unsafe_shapes, seeds):
-        s = by_key[(name, seed, len(x), round(float(y.mean()), 6))]
+        s = by_key[set_key(name, seed, len(x), float(y.mean()))]
         if share < 0.05:
             one_pct += 1
             one_pct_none += not (x > thresholds.mixture(x).value).any()

@@ -166,6 +166,15 @@ SEEN_WHILE_TUNING = {
 shoulder shape). They were evaluation runs for the rule before; for the current rule they are tuning."""
 
 
+GATE, ELIGIBLE = 0.90, 0.95
+"""Issue 10's gate: F1 >= ``GATE`` on every labelled set (>= 5% unsafe) whose best cut in hindsight reaches ``ELIGIBLE``."""
+
+
+def set_key(name: str, seed: int, rows: int, unsafe_share: float) -> tuple[str, int, int, float]:
+    """A synthetic set's identity in ``thresholds.json``: how a set rebuilt by ``labelled_sets`` finds its judged row."""
+    return name, seed, rows, round(unsafe_share, 6)
+
+
 def judge(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """Each rule's F1 and drop share on one labelled set, and the best F1 in hindsight."""
     out: dict[str, Any] = {"rows": len(x), "unsafe_share": float(y.mean())}
@@ -455,11 +464,11 @@ def demo() -> dict[str, Any]:
 def gates(sets: list[dict[str, Any]], rule: str) -> dict[str, Any]:
     """The issue's gates for one rule over a group of sets."""
     sets = [s for s in sets if s.get(rule) is not None]  # the default cannot be judged on runs without prompt states
-    eligible = [s for s in sets if s["unsafe_share"] >= 0.05 and s.get("best_f1", 0) >= 0.95]
+    eligible = [s for s in sets if s["unsafe_share"] >= 0.05 and s.get("best_f1", 0) >= ELIGIBLE]
     f1 = [s[rule]["f1"] for s in eligible]
     clean = [s[rule]["dropped"] for s in sets if s["unsafe_share"] == 0]
     return {"eligible": len(eligible), "f1_min": min(f1, default=math.nan), "f1_median": float(np.median(f1)) if f1 else math.nan,
-            "below_0.90": sum(v < 0.9 for v in f1), "clean_sets": len(clean), "clean_max_dropped": max(clean, default=math.nan),
+            "below_0.90": sum(v < GATE for v in f1), "clean_sets": len(clean), "clean_max_dropped": max(clean, default=math.nan),
             "clean_over_1pct": sum(v > 0.01 for v in clean)}
 
 
