@@ -12,11 +12,17 @@ admissible fit is then partly chosen by the start grid, not the data. This measu
 - otherwise: ``mixture`` with the grid ``--starts`` on one synthetic group of ``thresholds.py``
   (same sets): eligible sets below F1 0.90 (eligibility read from ``thresholds.json``), clean sets
   with more than 1% dropped, and sets at 1% unsafe with nothing dropped, against ``thresholds.json``'s
-  default.
+  default;
+- ``--label-started``: on each of the default's misses in one synthetic group (eligible, F1 below
+  0.90 in ``thresholds.json``), EM started from the *true labels* against the fit the default chose.
+  A miss is the search's when the label-started fit is admissible, meets the gate and is likelier by
+  more than 2 nats (EM from the starts never reached it); ambiguous within 2 nats; otherwise the
+  model's (its families or its selection).
 
 Nothing here changes the rule; a grid other than the default is an experiment.
 
     python benchmarks/threshold_starts.py --per-start
+    python benchmarks/threshold_starts.py --label-started --out benchmarks/threshold_starts_label_started.json
     python benchmarks/threshold_starts.py --starts 0.4,0.5,0.6,0.7,0.75,0.8,0.85,0.9,0.93,0.95,0.97,0.98
 """
 
@@ -89,11 +95,52 @@ def judge_group(group: str, starts: tuple[float, ...]) -> dict[str, Any]:
             "one_pct_sets": one_pct, "one_pct_nothing_dropped": one_pct_none, "below": below}
 
 
+def chosen_fit(xs: np.ndarray, n_all: int) -> mx.MixtureFit | None:
+    """The two-component fit ``thresholds.mixture`` cuts on (before its BIC test), or None: the likeliest admissible one."""
+    def admissible(m: mx.MixtureFit) -> bool:
+        return thresholds.right_of_task(m) and thresholds.separability(
+            thresholds.expected_f1_cut(m, n_all, float(xs[-1]))[1]) >= thresholds.EXPECTED_F1_MIN
+    fits = [m for m in mx.fit_two(xs, thresholds.scale_floor(xs)) if admissible(m)]
+    return max(fits, key=lambda m: m.loglik, default=None)
+
+
+def label_started(group: str) -> list[dict[str, Any]]:
+    """On the default's misses in ``group``: EM from the true labels against the default's chosen fit."""
+    task_shapes, unsafe_shapes, seeds, _ = SYNTHETIC_GROUPS[group]
+    judged = json.loads((HERE / "thresholds.json").read_text())["sets"][group]
+    misses = {set_key(s["set"], s["seed"], s["rows"], s["unsafe_share"]) for s in judged
+              if s["unsafe_share"] >= 0.05 and s.get("best_f1", 0.0) >= ELIGIBLE and s[DEFAULT]["f1"] < GATE}
+    out = []
+    for name, seed, _, _, _, x, y in labelled_sets(task_shapes, unsafe_shapes, seeds):
+        if set_key(name, seed, len(x), float(y.mean())) not in misses:
+            continue
+        order = np.argsort(x, kind="stable")
+        xs, ys = x[order], y[order].astype(float)
+        floor = thresholds.scale_floor(xs)
+        fit = mx.em(xs, np.stack([1 - ys, ys], axis=1), floor)
+        chosen = chosen_fit(xs, len(x))
+        reference = chosen.loglik if chosen else mx.fit_one(xs, floor).loglik
+        if fit is None:
+            out.append({"set": name, "seed": seed, "rows": len(x), "unsafe_share": float(y.mean()), "verdict": "model"})
+            continue
+        cut, expected = thresholds.expected_f1_cut(fit, len(x), float(xs[-1]))
+        admissible = thresholds.right_of_task(fit) and thresholds.separability(expected) >= thresholds.EXPECTED_F1_MIN
+        f1 = precision_recall_f1(x > cut, y)["f1"]
+        gain = fit.loglik - reference
+        good = admissible and f1 >= GATE
+        verdict = "search" if good and gain > 2 else "ambiguous" if good and gain >= -2 else "model"
+        out.append({"set": name, "seed": seed, "rows": len(x), "unsafe_share": float(y.mean()), "label_started_f1": f1,
+                    "label_started_admissible": admissible, "loglik_over_chosen": gain, "default_had_a_fit": chosen is not None,
+                    "verdict": verdict})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--starts", default=",".join(map(str, DENSE)), help="comma-separated start quantiles")
     ap.add_argument("--group", default="tuning: synthetic", choices=list(SYNTHETIC_GROUPS))
     ap.add_argument("--per-start", action="store_true", help="per-start fits on the clean t5 sets the dense grid cut")
+    ap.add_argument("--label-started", action="store_true", help="EM from the true labels on the default's misses in --group")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     starts = tuple(float(q) for q in args.starts.split(","))
@@ -108,6 +155,13 @@ def main() -> None:
                 print(f"  start {f['start']:.2f}: {f['upper']} edge {f['upper_mode']:.3f} (left scale {f['upper_left_scale']:.4f}), "
                       f"share {f['upper_share']:.3f}, loglik {f['loglik']:.1f}, separability {f['separability']:.3f}, "
                       f"admissible {f['admissible']}")
+    elif args.label_started:
+        result = label_started(args.group)
+        for r in result:
+            print(f"  {r['set']}, seed {r['seed']}, {r['rows']} rows, {r['unsafe_share']:.0%}: {r['verdict']}"
+                  + (f" (label-started F1 {r['label_started_f1']:.3f}, log-lik {r['loglik_over_chosen']:+.1f} over the chosen fit)"
+                     if "label_started_f1" in r else ""))
+        print({v: sum(r["verdict"] == v for r in result) for v in ("search", "ambiguous", "model")})
     else:
         result = judge_group(args.group, starts)
         print(json.dumps({k: v for k, v in result.items() if k != "below"}))

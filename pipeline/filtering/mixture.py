@@ -217,9 +217,29 @@ START_QUANTILES = (0.4, 0.6, 0.75, 0.9, 0.97)
 majority (unsafe as the taller peak)."""
 
 
-def fit_two(xs: np.ndarray, floor: float, iterations: int = 300, tol: float = 1e-7) -> list[MixtureFit]:
-    """EM for a two-piece normal (task) and an upper component (``fit_upper``) on sorted ``xs``, from
-    each of ``START_QUANTILES``.
+def em(xs: np.ndarray, resp: np.ndarray, floor: float, iterations: int = 300, tol: float = 1e-7) -> MixtureFit | None:
+    """EM for a two-piece normal (task) and an upper component (``fit_upper``) on sorted ``xs`` from
+    starting responsibilities ``resp`` (rows x 2); None where a component ends with fewer than two rows."""
+    n = len(xs)
+    prev = -math.inf
+    for _ in range(iterations):
+        nk = resp.sum(axis=0)
+        if nk.min() < 2:
+            return None
+        weights = nk / n
+        comps = [fit_two_piece(xs, resp[:, 0], floor), fit_upper(xs, resp[:, 1], floor)]
+        ll, resp = _loglik(xs, weights, comps)
+        if ll - prev < tol * abs(ll):
+            break
+        prev = ll
+    if resp.sum(axis=0).min() < 2:
+        return None
+    order = sorted(range(2), key=lambda j: comps[j].mu)
+    return MixtureFit(tuple(float(weights[j]) for j in order), tuple(comps[j] for j in order), ll, n)
+
+
+def fit_two(xs: np.ndarray, floor: float) -> list[MixtureFit]:
+    """``em`` from each of ``START_QUANTILES``: the rows below the quantile start as the task's, the rest as the upper component's.
 
     Every local optimum is returned (lower mode first), not only the most likely: with a
     heavy-tailed task mode the likeliest pair can be a narrow and a broad component on the same
@@ -233,21 +253,9 @@ def fit_two(xs: np.ndarray, floor: float, iterations: int = 300, tol: float = 1e
             continue
         resp = np.zeros((n, 2))
         resp[:split, 0], resp[split:, 1] = 1.0, 1.0
-        prev = -math.inf
-        for _ in range(iterations):
-            nk = resp.sum(axis=0)
-            if nk.min() < 2:
-                break
-            weights = nk / n
-            comps = [fit_two_piece(xs, resp[:, 0], floor), fit_upper(xs, resp[:, 1], floor)]
-            ll, resp = _loglik(xs, weights, comps)
-            if ll - prev < tol * abs(ll):
-                break
-            prev = ll
-        if resp.sum(axis=0).min() < 2:
-            continue
-        order = sorted(range(2), key=lambda j: comps[j].mu)
-        fits.append(MixtureFit(tuple(float(weights[j]) for j in order), tuple(comps[j] for j in order), ll, n))
+        fit = em(xs, resp, floor)
+        if fit is not None:
+            fits.append(fit)
     return fits
 
 
