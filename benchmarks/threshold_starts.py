@@ -60,7 +60,7 @@ def per_start(x: np.ndarray, starts: tuple[float, ...]) -> list[dict[str, Any]]:
             upper = m.components[1]
             out.append({"start": q, "upper": type(upper).__name__, "upper_mode": upper.mu, "upper_left_scale": upper.left,
                         "upper_share": m.weights[1], "loglik": m.loglik, "separability": sep,
-                        "admissible": thresholds.right_of_task(m) and sep >= thresholds.EXPECTED_F1_MIN,
+                        "admissible": thresholds.admissible(m, expected),
                         "rows_above_cut": int((x > cut).sum())})
     return out
 
@@ -95,15 +95,6 @@ def judge_group(group: str, starts: tuple[float, ...]) -> dict[str, Any]:
             "one_pct_sets": one_pct, "one_pct_nothing_dropped": one_pct_none, "below": below}
 
 
-def chosen_fit(xs: np.ndarray, n_all: int) -> mx.MixtureFit | None:
-    """The two-component fit ``thresholds.mixture`` cuts on (before its BIC test), or None: the likeliest admissible one."""
-    def admissible(m: mx.MixtureFit) -> bool:
-        return thresholds.right_of_task(m) and thresholds.separability(
-            thresholds.expected_f1_cut(m, n_all, float(xs[-1]))[1]) >= thresholds.EXPECTED_F1_MIN
-    fits = [m for m in mx.fit_two(xs, thresholds.scale_floor(xs)) if admissible(m)]
-    return max(fits, key=lambda m: m.loglik, default=None)
-
-
 def label_started(group: str) -> list[dict[str, Any]]:
     """On the default's misses in ``group``: EM from the true labels against the default's chosen fit."""
     task_shapes, unsafe_shapes, seeds, _ = SYNTHETIC_GROUPS[group]
@@ -119,13 +110,13 @@ def label_started(group: str) -> list[dict[str, Any]]:
         xs, ys = x[order], y[order].astype(float)
         floor = thresholds.scale_floor(xs)
         fit = mx.em(xs, np.stack([1 - ys, ys], axis=1), floor)
-        chosen = chosen_fit(xs, len(x))
-        reference = chosen.loglik if chosen else mx.fit_one(xs, floor).loglik
+        chosen, _ = thresholds.likeliest_admissible(mx.fit_two(xs, floor), len(x), float(xs[-1]))
+        reference = chosen[0].loglik if chosen else mx.fit_one(xs, floor).loglik
         if fit is None:
             out.append({"set": name, "seed": seed, "rows": len(x), "unsafe_share": float(y.mean()), "verdict": "model"})
             continue
         cut, expected = thresholds.expected_f1_cut(fit, len(x), float(xs[-1]))
-        admissible = thresholds.right_of_task(fit) and thresholds.separability(expected) >= thresholds.EXPECTED_F1_MIN
+        admissible = thresholds.admissible(fit, expected)
         f1 = precision_recall_f1(x > cut, y)["f1"]
         gain = fit.loglik - reference
         good = admissible and f1 >= GATE

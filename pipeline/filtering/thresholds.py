@@ -353,6 +353,23 @@ def right_of_task(m: mx.MixtureFit) -> bool:
     return float(upper.sf(np.array(null.mu))) >= RIGHT_MASS_MIN and upper.mu - null.mu >= MODE_GAP_MIN * null.left
 
 
+def admissible(m: mx.MixtureFit, expected: dict[str, float]) -> bool:
+    """Whether ``mixture`` may cut on the fit ``m``, whose cut expects ``expected``: right of the task mode and separable."""
+    return right_of_task(m) and separability(expected) >= EXPECTED_F1_MIN
+
+
+Cut = tuple[mx.MixtureFit, float, dict[str, float]]
+"""A fit, its expected-F1 cut and what the fit expects there (``expected_f1_cut``)."""
+
+
+def likeliest_admissible(fits: list[mx.MixtureFit], n: int, hi: float) -> tuple[Cut | None, float]:
+    """The likeliest of ``fits`` that is ``admissible``, with its cut, or None; and the best separability among
+    the fits right of the task mode (what ``mixture`` reports when none is separable)."""
+    cuts = [(m, *expected_f1_cut(m, n, hi)) for m in fits if right_of_task(m)]
+    best = max((separability(c[2]) for c in cuts), default=0.0)
+    return max((c for c in cuts if admissible(c[0], c[2])), key=lambda c: c[0].loglik, default=None), best
+
+
 def expected_f1_cut(m: mx.MixtureFit, n: int, hi: float) -> tuple[float, dict[str, float]]:
     """The cut between the task mode and ``hi`` that maximises the F1 the fitted mixture expects.
 
@@ -390,14 +407,11 @@ def mixture(scores: np.ndarray) -> Threshold:
     if len(xs) < 8 or xs[0] == xs[-1]:
         return Threshold(math.inf, "mixture", "too few distinct scores to fit a mixture: nothing dropped", evidence)
     floor = scale_floor(xs)
-    right = [m for m in mx.fit_two(xs, floor) if right_of_task(m)]
-    cuts = [(m, *expected_f1_cut(m, n_all, float(xs[-1]))) for m in right]
-    separable = [c for c in cuts if separability(c[2]) >= EXPECTED_F1_MIN]
-    if not separable:
-        f1 = max((separability(c[2]) for c in cuts), default=0.0)
+    chosen, f1 = likeliest_admissible(mx.fit_two(xs, floor), n_all, float(xs[-1]))
+    if chosen is None:
         return Threshold(math.inf, "mixture", f"no upper component separable from the task mode (best expected F1 "
                          f"{f1:.2f} < {EXPECTED_F1_MIN:g}): nothing dropped", {**evidence, "expected_f1": f1})
-    two, value, expected = max(separable, key=lambda c: c[0].loglik)
+    two, value, expected = chosen
     gain = mx.fit_one(xs, floor).bic - two.bic
     null, unsafe = two.components
     evidence.update(bic_gain=gain, task_mode=null.mu, task_scale_right=null.right, unsafe_mode=unsafe.mu)
