@@ -276,7 +276,14 @@ RESULTS.md) with the same seeds and settings and ``model.precision=fp32`` (that 
 originals ran in fp32 on AVX2), so that their files carry reply states. Each reproduced the old losses to within 1e-3
 (the pre-registered bound; across CPU kinds), so it replaces the original and counts as fresh for the reply vote only.
 Mixed 10% seed 4, the fourth, was made on the same terms in the eighteenth session (max |diff| 9.0e-4)."""
-MADE_AFTER_REPLY_VOTE = FOURTEENTH_SESSION_RUNS | FIFTEENTH_SESSION_RERUNS | SEVENTEENTH_SESSION_RERUNS
+TWENTY_SECOND_SESSION_RUNS = {
+    f"{spec}-320rows-seed14-defaults-safety80" for spec in (
+        "wordnet-25pct-varied", "jokes-25pct-varied", "wordnet-00pct-varied", "docstrings-25pct-varied", "calendar-10pct-varied")
+}
+"""Fresh runs of the package default as it has stood since the fourteenth session (2026-12-05, twenty-second session;
+pre-registered in RESULTS.md before the first started): the issue's own shape (320 rows, 80 refusals, no config file),
+seed 14, which no run had used. No rule or candidate has seen them; they are judged as they come."""
+MADE_AFTER_REPLY_VOTE = FOURTEENTH_SESSION_RUNS | FIFTEENTH_SESSION_RERUNS | SEVENTEENTH_SESSION_RERUNS | TWENTY_SECOND_SESSION_RUNS
 """Real runs whose reply states were first computed after ``reply_prompts`` joined the default (fourteenth
 session): its only evaluation runs. The 17 runs whose reply states ``score_probes.py --probe replies`` added are
 the data it was adopted on."""
@@ -484,7 +491,8 @@ def main() -> None:
                 "evaluation of safety_prompts: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_SAFETY_PROMPTS],
                 "evaluation of the vote extension: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_EXTENSION],
                 "evaluation of the delta fallback: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_FALLBACK],
-                "evaluation of the reply vote: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_REPLY_VOTE]}
+                "evaluation of the reply vote: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_REPLY_VOTE],
+                "fresh runs of the default: twenty-second session": [s for s in real if s["set"] in TWENTY_SECOND_SESSION_RUNS]}
     if a.real_only:
         groups = {g: v for g, v in json.loads(Path(a.out).read_text())["sets"].items() if g not in by_group} | by_group
     else:
