@@ -34,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
@@ -53,8 +54,9 @@ def per_start(x: np.ndarray, starts: tuple[float, ...]) -> list[dict[str, Any]]:
     floor = thresholds.scale_floor(xs)
     out = []
     for q in starts:
-        mx.START_QUANTILES = (q,)
-        for m in mx.fit_two(xs, floor):
+        with mock.patch.object(mx, "START_QUANTILES", (q,)):
+            fits = mx.fit_two(xs, floor)
+        for m in fits:
             cut, expected = thresholds.expected_f1_cut(m, len(x), float(xs[-1]))
             sep = thresholds.separability(expected)
             upper = m.components[1]
@@ -67,7 +69,12 @@ def per_start(x: np.ndarray, starts: tuple[float, ...]) -> list[dict[str, Any]]:
 
 def judge_group(group: str, starts: tuple[float, ...]) -> dict[str, Any]:
     """``mixture`` with the start grid ``starts`` on one synthetic group, against the default in thresholds.json."""
-    mx.START_QUANTILES = starts
+    with mock.patch.object(mx, "START_QUANTILES", starts):  # restored on return: other modes fit from the default grid
+        return _judge_group(group, starts)
+
+
+def _judge_group(group: str, starts: tuple[float, ...]) -> dict[str, Any]:
+    """``judge_group``'s body, run while ``mixture.START_QUANTILES`` is ``starts``."""
     task_shapes, unsafe_shapes, seeds, clean_seeds = SYNTHETIC_GROUPS[group]
     judged = json.loads((HERE / "thresholds.json").read_text())["sets"][group]
     by_key = {set_key(s["set"], s["seed"], s["rows"], s["unsafe_share"]): s for s in judged}
