@@ -17,7 +17,8 @@ on the rows' replies (``reply_prompts``); the thirteenth session's default is th
     python benchmarks/threshold_totals.py [--per-run] [--default-only]
 
 ``--default-only`` (under a minute) is the screen for a change to the rule: its first row alone, run with the
-change in the package, against the 48 judged runs' 17.94 / 117 / 0 before it.
+change in the package, against the same row without it (RESULTS.md: 17.94 / 117 / 0 on the 48 runs judged until
+the twenty-first session; 20.26 / 137 / 0 on 52 with the four fresh seed-14 runs).
 """
 
 from __future__ import annotations
