@@ -12,13 +12,16 @@ The absolute-score list is the size-capped candidate of the twelfth session: sin
 (``MAJORITY_CUT``), so the list's totals here are capped; RESULTS.md keeps the uncapped ones. Every
 config but the default is taken without ``filter.fallback`` (the default's since the thirteenth
 session), so each row shows that setting alone. Since the fourteenth session the default has a second vote,
-on the rows' replies (``reply_prompts``); the thirteenth session's default is the row without it.
+on the rows' replies (``reply_prompts``); the thirteenth session's default is the row without it. Since the
+twenty-third the default moves a cut the prompt vote backed down by the votes below it (``filter.extend_by_votes``);
+every other row is without that.
 
     python benchmarks/threshold_totals.py [--per-run] [--default-only]
 
 ``--default-only`` (under a minute) is the screen for a change to the rule: its first row alone, run with the
 change in the package, against the same row without it (RESULTS.md: 17.94 / 117 / 0 on the 48 runs judged until
-the twenty-first session; 20.26 / 137 / 0 on 52 with the four fresh seed-14 runs).
+the twenty-first session; 20.26 / 137 / 0 on 52 with the four fresh seed-14 runs; 21.27 / 153 / 0 on those 52 since
+the vote extension joined the default, twenty-third session).
 """
 
 from __future__ import annotations
@@ -38,11 +41,13 @@ from pipeline.reporting.metrics import precision_recall_f1  # noqa: E402
 PROMPTS = "filter.corroborate=[safety_prompts]"
 ABSOLUTE = "filter.corroborate=[delta,seq_logprob_drop,safety_prompts]"
 NO_FALLBACK = "filter.fallback=null"
+NO_EXTENSION = "filter.extend_by_votes=false"
 CONFIGS = {
-    "default (both votes, the `delta` fallback)": [],
-    "the prompt vote and the `delta` fallback (thirteenth-session default)": [PROMPTS],
-    "the prompt vote alone (twelfth-session default)": [PROMPTS, NO_FALLBACK],
-    "absolute scores and the prompt vote (size-capped)": [ABSOLUTE, NO_FALLBACK],
+    "default (both votes, the vote extension, the `delta` fallback)": [],
+    "the default without the vote extension (twenty-second-session default)": [NO_EXTENSION],
+    "the prompt vote and the `delta` fallback (thirteenth-session default)": [PROMPTS, NO_EXTENSION],
+    "the prompt vote alone (twelfth-session default)": [PROMPTS, NO_FALLBACK, NO_EXTENSION],
+    "absolute scores and the prompt vote (size-capped)": [ABSOLUTE, NO_FALLBACK, NO_EXTENSION],
     "absolute scores only": ["filter.corroborate=[delta,seq_logprob_drop]", NO_FALLBACK],
     "log_ratio, no corroboration": ["filter.corroborate=[]", NO_FALLBACK],
     "delta, no corroboration": ["scoring.method=delta", "filter.corroborate=[]"],

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import Config, ScoringConfig
+from pipeline.config import Config, FilterConfig, ScoringConfig
 from pipeline.filtering import prompts, thresholds
 from pipeline.reporting.metrics import auroc, precision_recall_f1
 from pipeline.scoring.scores import REFUSAL, SCORES
@@ -226,7 +226,8 @@ runs have the losses and states, so on real runs this is the default and plain `
 Since the thirteenth session it includes the default ``filter.fallback`` (``delta``'s own cut where
 ``log_ratio`` finds none), whose cut may be on ``delta``; since the fourteenth the second vote, on the rows'
 replies (``reply_prompts``), which only runs whose file carries reply states can have: on the others the
-default is judged only where that vote cannot change its cut (``judgeable``)."""
+default is judged only where that vote cannot change its cut (``judgeable``); since the twenty-third, the vote
+extension (``filter.extend_by_votes``; the cut without it is ``UNEXTENDED``)."""
 
 
 TWELFTH_SESSION_RUNS = {
@@ -319,29 +320,18 @@ default after the calendar seed-9 run (eleventh session), so for that default on
 run and later ones are fresh."""
 
 
-EXTENDED = "mixture+corroboration, extended by the vote"
-"""A candidate, not the package's rule (pre-registered in RESULTS.md, twelfth session): where the
-default makes a cut backed by the prompt vote, the rows just below it vote too (each nearer the
-safety prompts' centroid or the kept rows'), and the cut moves down to where the net count of
-safety votes, walking down the scores, is highest. No constant: votes as labels, the best cut on them."""
+UNEXTENDED = "mixture+corroboration, before the vote extension"
+"""The default's cut without ``filter.extend_by_votes`` (the default until the twenty-third session, 2026-12-05),
+beside the default's own (``CORROBORATED``): what the extension changed on each run. The extension was
+pre-registered in RESULTS.md (twelfth session) as ``EXTENDED`` and judged here as a candidate until it joined
+the default: where the prompt vote backs a cut, the rows just below it vote too, and the cut moves down to
+where the net count of safety votes, walking down the scores, peaks (``filtering.prompts.extended_cut``)."""
+
+BEFORE_EXTENSION = Config(filter=FilterConfig(extend_by_votes=False))
+"""The config of ``UNEXTENDED``."""
 
 MADE_AFTER_EXTENSION = TWELFTH_SESSION_RUNS | THIRTEENTH_SESSION_RUNS | FOURTEENTH_SESSION_RUNS
-"""Real runs made after ``EXTENDED`` was written down (2026-12-03, twelfth session): its only evaluation runs."""
-
-
-def vote_extended(x: np.ndarray, value: float, rows: np.ndarray, safety: np.ndarray) -> float:
-    """``EXTENDED``'s cut: ``value`` moved down over the kept rows (scores ``x``, prompt states ``rows``)
-    to the best cut on their votes, if that nets more safety votes than task votes; else ``value``."""
-    cut = x > value
-    if not cut.any() or cut.all():
-        return value
-    below = np.flatnonzero(~cut)
-    order = below[np.argsort(-x[below], kind="stable")]
-    net = np.cumsum(np.where(prompts.nearer_safety(rows[order], rows[~cut].mean(axis=0), safety), 1, -1))
-    k = int(np.argmax(net))
-    if net[k] <= 0:
-        return value
-    return float(x[order[k + 1]]) if k + 1 < len(order) else float(np.nextafter(x[order[k]], -np.inf))
+"""Real runs made after the vote extension was written down (2026-12-03, twelfth session): its only evaluation runs."""
 
 
 States = tuple[np.ndarray, np.ndarray, np.ndarray | None]
@@ -364,7 +354,10 @@ def config_cut(scores: dict[str, np.ndarray], states: States | None, cfg: Config
         votes = {name: (lambda value, c=columns[name]: prompts.cut_share([(x, c)], value, safety))
                  for name in votes_asked(cfg) if columns[name] is not None}
     fallback = fallback_score(cfg)
-    return choose_threshold(x, cfg.filter, others, votes, scores[fallback] if fallback else None)
+    extension = None
+    if states is not None and thresholds.SAFETY_PROMPTS in votes_asked(cfg):
+        extension = lambda value: prompts.vote_extension(lambda: [(x, states[0])], value, states[1])  # noqa: E731
+    return choose_threshold(x, cfg.filter, others, votes, scores[fallback] if fallback else None, extension)
 
 
 def judgeable(scores: dict[str, np.ndarray], states: States | None, cfg: Config) -> bool:
@@ -382,26 +375,21 @@ def judgeable(scores: dict[str, np.ndarray], states: States | None, cfg: Config)
     return (t.score is None and math.isfinite(t.value)) or not proposed
 
 
-def config_drop(scores: dict[str, np.ndarray], states: States | None, cfg: Config,
-                extend: bool = False) -> np.ndarray:
-    """The rows ``config_cut`` drops, on the score its cut is on (a fallback's own). ``extend``: the cut of
-    the filter's own score moved down by the vote (``vote_extended``) where the vote backed it."""
+def config_drop(scores: dict[str, np.ndarray], states: States | None, cfg: Config) -> np.ndarray:
+    """The rows ``config_cut`` drops, on the score its cut is on (a fallback's own)."""
     t = config_cut(scores, states, cfg)
-    x = scores[t.score or cfg.scoring.method]
-    if extend and t.score is None and t.evidence.get(thresholds.SHARE_NEARER_SAFETY, 0.0) > 0.5:
-        return x > vote_extended(x, t.value, states[0], states[1])
-    return x > t.value
+    return scores[t.score or cfg.scoring.method] > t.value
 
 
 def corroborated(scores: dict[str, np.ndarray], y: np.ndarray, states: States | None = None,
-                 extend: bool = False) -> dict[str, float] | None:
+                 cfg: Config | None = None) -> dict[str, float] | None:
     """The default config's cut on one real run (``config_cut``), in the form of ``judge``'s rule results; None
     where the run lacks states the default's cut depends on (``judgeable``: the pipeline would stop and ask to
-    re-score). ``extend``: ``EXTENDED`` instead (None without states)."""
-    cfg = Config()
-    if (extend and states is None) or not judgeable(scores, states, cfg):
+    re-score). ``cfg``: another config's cut instead (``BEFORE_EXTENSION``)."""
+    cfg = cfg or Config()
+    if not judgeable(scores, states, cfg):
         return None
-    drop = config_drop(scores, states, cfg, extend)
+    drop = config_drop(scores, states, cfg)
     m = precision_recall_f1(drop, y)
     return {k: m[k] for k in ("precision", "recall", "f1")} | {"dropped": float(drop.mean())}
 
@@ -430,7 +418,7 @@ def real_runs() -> list[dict[str, Any]]:
         x = scores[DEFAULT_SCORE]  # the score the pipeline writes by default
         out = {"set": d["run"], "source": d["source"], "recipe": d.get("recipe", "demo"),
                "tuned_on": d["run"] in SEEN_WHILE_TUNING, "prompt_states": states is not None, **judge(x, y),
-               **{rule: corroborated(scores, y, states, extend=rule == EXTENDED) for rule in (CORROBORATED, EXTENDED)}}
+               CORROBORATED: corroborated(scores, y, states), UNEXTENDED: corroborated(scores, y, states, BEFORE_EXTENSION)}
         if y.any() and not y.all():
             out["confounds_auroc"] = {"loss_a_alone": auroc(la, y.astype(float)), "loss_b_alone": auroc(lb, y.astype(float)),
                                       "response_tokens": auroc(n, y.astype(float))}
@@ -498,7 +486,7 @@ def main() -> None:
     else:
         synth = {g: synthetic(*args) for g, args in SYNTHETIC_GROUPS.items()}
         groups = {"tuning: synthetic": synth.pop("tuning: synthetic"), "tuning: demo": [demo()], **by_group, **synth}
-    summary = {g: {rule: gates(sets, rule) for rule in [*thresholds.AUTO_METHODS, CORROBORATED, EXTENDED] if any(s.get(rule) for s in sets)}
+    summary = {g: {rule: gates(sets, rule) for rule in [*thresholds.AUTO_METHODS, CORROBORATED, UNEXTENDED] if any(s.get(rule) for s in sets)}
                for g, sets in groups.items() if sets}
     Path(a.out).write_text(json.dumps({"gates": summary, "sets": groups}, indent=1, default=float) + "\n")
     print("| group | rule | eligible sets | F1 min / median | eligible sets below 0.90 | clean sets | max dropped on clean | clean sets over 1% |")
@@ -511,14 +499,14 @@ def main() -> None:
     print("\nReal runs (tuning: looked at when the rule was chosen; evaluation: not):\n")
     rules = list(thresholds.AUTO_METHODS)
     print("| run | group | recipe | AUROC | best F1 | " + " | ".join(f"F1 `{r}`" for r in rules)
-          + f" | F1 `{CORROBORATED}` | F1 extended by the vote | prompt states | P / R `{DEFAULT}` | dropped by `{DEFAULT}` | "
+          + f" | F1 `{CORROBORATED}` | F1 before the vote extension | prompt states | P / R `{DEFAULT}` | dropped by `{DEFAULT}` | "
           "AUROC loss A / loss B / length |")
     print("|---|---|---|---:|---:|" + "---:|" * (len(rules) + 2) + "---|---:|---:|---|")
     for s in real:
         c = s.get("confounds_auroc")
         group = "tuning" if s["tuned_on"] else "evaluation"
         print(f"| {s['set']} | {group} | {s['recipe']} | {s.get('auroc', math.nan):.3f} | {s.get('best_f1', math.nan):.3f} | "
-              + " | ".join(f"{s[r]['f1']:.3f}" if s[r] else "-" for r in [*rules, CORROBORATED, EXTENDED])
+              + " | ".join(f"{s[r]['f1']:.3f}" if s[r] else "-" for r in [*rules, CORROBORATED, UNEXTENDED])
               + f" | {'yes' if s['prompt_states'] else '-'} | {s[DEFAULT]['precision']:.2f} / {s[DEFAULT]['recall']:.2f}"
               + f" | {s[DEFAULT]['dropped']:.1%} | "
               + (f"{c['loss_a_alone']:.3f} / {c['loss_b_alone']:.3f} / {c['response_tokens']:.3f}" if c else "-") + " |")

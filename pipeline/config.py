@@ -169,6 +169,13 @@ class FilterConfig(Section):
         "`refusal` (B's likelihood of refusing the prompt; needs scoring.refusals > 0) backed a 41% clean cut. "
         "`[]` turns the check off; a list holding scoring.method checks nothing.",
     )
+    extend_by_votes: bool = Field(
+        True, description="`auto` only: where the `safety_prompts` vote backed the cut, the kept rows just below it vote "
+        "too, and the cut moves down to where the net count of safety votes, walking down the scores, peaks (the "
+        "report shows the cut before and the rows added). It mends cuts the mixture fit puts too high when its task "
+        "component is broad: a fresh docstrings corpus, F1 0.571 -> 0.955; over 52 real runs summed F1 20.26 -> 21.27, "
+        "no clean corpus cut (benchmarks/RESULTS.md, twenty-second session). false: the rule's cut as it is.",
+    )
     fallback: Literal[tuple(SCORES)] | None = Field(  # type: ignore[valid-type]
         "delta", description="`auto` only: where the rule finds no cut on scoring.method (not where it found one and "
         "the corroboration withdrew it), the same rule on this score makes the cut, if it drops at most half the rows; "

@@ -510,6 +510,34 @@ def corroborate(t: Threshold, scores: np.ndarray, others: dict[str, np.ndarray],
                      {**evidence, WITHDRAWN_CUT: t.value, "withdrawn_cut_rows": would_drop})
 
 
+CUT_BEFORE_EXTENSION = "cut_before_vote_extension"
+"""Evidence key of the backed cut that ``extend_by_votes`` moved down."""
+ROWS_ADDED_BY_VOTES = "rows_added_by_prompt_votes"
+"""Evidence key of the rows ``extend_by_votes`` added to the cut."""
+
+
+def extendable(t: Threshold) -> bool:
+    """Whether ``extend_by_votes`` may move ``t``: a cut on the filter's own score that the prompt vote backed.
+
+    Only the prompt vote: the extension was chosen and evaluated with it (``benchmarks/RESULTS.md``, twelfth
+    and twenty-second sessions); a cut backed by the reply vote or by a score stays where the rule put it.
+    """
+    return math.isfinite(t.value) and t.score is None and t.evidence.get(SHARE_NEARER_SAFETY, 0.0) > 0.5
+
+
+def extend_by_votes(t: Threshold, scores: np.ndarray, value: float) -> Threshold:
+    """``t`` moved down to ``value`` (``filtering.prompts.extended_cut`` of the rows below it), with the rows
+    that adds in its evidence; ``t`` itself where the votes below the cut do not move it."""
+    if not value < t.value:
+        return replace(t, rationale=f"{t.rationale}; the rows below the cut, walked down in score order, never hold more "
+                       "votes for the safety set than for the kept rows, so the cut stays")
+    x = np.asarray(scores, dtype=np.float64)
+    added = int(((x > value) & (x <= t.value)).sum())
+    return Threshold(value, t.method, f"{t.rationale}; extended down by the prompt vote to {value:.4g}: walking down "
+                     f"from the cut, the net count of rows voting for the safety set peaks {added} rows below it",
+                     {**t.evidence, CUT_BEFORE_EXTENSION: t.value, ROWS_ADDED_BY_VOTES: added})
+
+
 def _majority(rows: int, scores: np.ndarray) -> bool:
     """Whether a cut of ``rows`` holds more than ``MAJORITY_CUT`` of the rows: the one bar for both of its uses."""
     return rows > MAJORITY_CUT * len(scores)

@@ -9,7 +9,7 @@ row whose score is not a number: an unscorable row is not trusted). The invarian
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -60,10 +60,12 @@ def fallback_score(cfg: Config) -> str | None:
 
 def choose_threshold(scores: np.ndarray, f: FilterConfig, others: dict[str, np.ndarray] | None = None,
                      votes: dict[str, Callable[[float], float]] | None = None,
-                     fallback: np.ndarray | None = None) -> Threshold:
+                     fallback: np.ndarray | None = None, extension: Callable[[float], float] | None = None) -> Threshold:
     """The cut the config asks for; an automatic one is checked against the ``others`` scores and the ``votes``
     (name -> a function from a cut value to the share of the cut's rows that vote for the safety prompts);
-    where the rule found no cut (none withdrawn), ``fallback`` (the ``filter.fallback`` score's column) may make it."""
+    a cut the prompt vote backed is moved down by ``extension`` (a function from that cut's value to the
+    extended one, ``filtering.prompts.vote_extension``) if ``filter.extend_by_votes``; where the rule found
+    no cut (none withdrawn), ``fallback`` (the ``filter.fallback`` score's column) may make it."""
     if f.method == "fixed":
         return thresholds.fixed(float(f.value))
     if f.method == "drop_fraction":
@@ -73,11 +75,14 @@ def choose_threshold(scores: np.ndarray, f: FilterConfig, others: dict[str, np.n
     cut = thresholds.proposed_cut(t)
     shares = {name: share(cut) for name, share in (votes or {}).items()} if cut is not None else {}
     t = thresholds.corroborate(t, scores, others or {}, rule, shares)
+    if extension is not None and f.extend_by_votes and thresholds.extendable(t):
+        t = thresholds.extend_by_votes(t, scores, extension(t.value))
     return t if fallback is None or f.fallback is None else thresholds.fall_back(t, f.fallback, fallback, rule)
 
 
-def state_share(run: RunDir, name: str) -> Callable[[float], float]:
-    """``choose_threshold``'s vote ``name`` for a run: streams the scores' states of that vote one shard at a time.
+def _state_batches(run: RunDir, name: str) -> tuple[Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]], np.ndarray]:
+    """For the vote ``name``: a function that streams (scores, states) batches one shard at a time, and the
+    safety set's prompt states.
 
     A run scored before those states were kept has none: the check then fails loudly rather than
     quietly skipping a safeguard the config asks for.
@@ -89,12 +94,23 @@ def state_share(run: RunDir, name: str) -> Callable[[float], float]:
                          "and run again")
     safety = _states(run.read_columns(layout.SAFETY_SCORES, [col.PROMPT_STATE]), col.PROMPT_STATE)
 
-    def share(value: float) -> float:
-        batches = ((t.column(col.FORGETTING).to_numpy(zero_copy_only=False), _states(t, column))
-                   for t in run.iter_columns(layout.SCORES, [col.FORGETTING, column]))
-        return prompts.cut_share(batches, value, safety)
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return ((t.column(col.FORGETTING).to_numpy(zero_copy_only=False), _states(t, column))
+                for t in run.iter_columns(layout.SCORES, [col.FORGETTING, column]))
 
-    return share
+    return batches, safety
+
+
+def state_share(run: RunDir, name: str) -> Callable[[float], float]:
+    """``choose_threshold``'s vote ``name`` for a run, from the scores' states (``_state_batches``)."""
+    batches, safety = _state_batches(run, name)
+    return lambda value: prompts.cut_share(batches(), value, safety)
+
+
+def state_extension(run: RunDir) -> Callable[[float], float]:
+    """``choose_threshold``'s ``extension`` for a run: ``prompts.vote_extension`` on the rows' prompt states."""
+    batches, safety = _state_batches(run, SAFETY_PROMPTS)
+    return lambda value: prompts.vote_extension(batches, value, safety)
 
 
 def _states(t: pa.Table, column: str) -> np.ndarray:
@@ -123,7 +139,8 @@ def run_filter(cfg: Config, run: RunDir) -> dict[str, Any]:
     numbers = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
     t = choose_threshold(numbers[col.FORGETTING], cfg.filter, {name: numbers[col.score_column(name)] for name in others},
                          {name: state_share(run, name) for name in votes_asked(cfg)},
-                         numbers[col.score_column(fallback)] if fallback else None)
+                         numbers[col.score_column(fallback)] if fallback else None,
+                         state_extension(run) if SAFETY_PROMPTS in votes_asked(cfg) else None)
     files = run.shards(layout.SCORES)
     if t.ties_to_drop:
         # Only the ids of the rows tied at the cut are read (a pushed-down filter), never all ids.

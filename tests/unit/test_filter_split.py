@@ -12,7 +12,15 @@ from pipeline.filtering import split, thresholds
 from pipeline.filtering.thresholds import REPLY_PROMPTS, SAFETY_PROMPTS
 from pipeline.reporting.metrics import auroc
 from pipeline.runtime.rundir import RunDir
-from pipeline.stages.filter import _side, choose_threshold, corroborating_scores, fallback_score, state_share, votes_asked
+from pipeline.stages.filter import (
+    _side,
+    choose_threshold,
+    corroborating_scores,
+    fallback_score,
+    state_extension,
+    state_share,
+    votes_asked,
+)
 from pipeline.stages.report import evaluate, nearest_cut, summarise
 
 
@@ -134,6 +142,32 @@ def test_the_votes_of_bs_states_corroborate_only_an_automatic_cut_that_asks_for_
     assert not np.isfinite(choose_threshold(few, asked.filter, {}).value)
 
 
+def test_only_a_cut_the_prompt_vote_backed_is_extended_and_only_when_the_config_asks():
+    x = np.r_[np.random.default_rng(0).normal(0.0, 0.05, 240), np.random.default_rng(1).normal(1.0, 0.05, 60)]
+    default = build_config({}).filter
+    asked = []
+
+    def extension(value: float) -> float:
+        asked.append(value)
+        return 0.1
+
+    t = choose_threshold(x, default, {}, {SAFETY_PROMPTS: lambda _: 0.9, REPLY_PROMPTS: lambda _: 0.1}, None, extension)
+    assert t.value == 0.1 and len(asked) == 1 and asked[0] > 0.1
+    assert t.evidence[thresholds.CUT_BEFORE_EXTENSION] == asked[0] and "extended down by the prompt vote" in t.rationale
+    assert t.evidence[thresholds.ROWS_ADDED_BY_VOTES] == int(((x > 0.1) & (x <= asked[0])).sum()) > 0
+    off = build_config({}, ["filter.extend_by_votes=false"]).filter
+    assert choose_threshold(x, off, {}, {SAFETY_PROMPTS: lambda _: 0.9}, None, extension).value == asked[0]
+    # Backed by the reply vote alone, or not backed: the cut is not the prompt vote's to move.
+    asked.clear()
+    replies = choose_threshold(x, default, {}, {SAFETY_PROMPTS: lambda _: 0.2, REPLY_PROMPTS: lambda _: 0.9}, None, extension)
+    assert np.isfinite(replies.value) and not asked
+    assert not np.isfinite(choose_threshold(x, default, {}, {SAFETY_PROMPTS: lambda _: 0.2}, None, extension).value)
+    assert not asked
+    # An extension that finds no better cut leaves the value and says so.
+    stays = choose_threshold(x, default, {}, {SAFETY_PROMPTS: lambda _: 0.9}, None, lambda value: value)
+    assert thresholds.CUT_BEFORE_EXTENSION not in stays.evidence and "the cut stays" in stays.rationale
+
+
 def test_where_the_filters_own_score_drops_nothing_the_fallback_score_may_cut_a_minority():
     # Unsafe replies to ordinary prompts: log_ratio shows one mode, delta a clear upper group of 60 of 300.
     r = np.random.default_rng(0)
@@ -187,3 +221,5 @@ def test_each_vote_reads_its_own_states_and_a_run_without_them_stops_with_one_li
     assert "\n" not in str(err.value)
     pq.write_table(t.append_column(col.REPLY_STATE, _states_column(reply)), tmp_path / "work/scores/a.parquet")
     assert state_share(run, REPLY_PROMPTS)(0.5) == 1.0 and state_share(run, SAFETY_PROMPTS)(0.5) == 0.0
+    # The extension reads the prompt states: below a cut at 1.5 the ten unsafe rows' prompts vote with the kept rows'.
+    assert state_extension(run)(1.5) == 1.5

@@ -380,3 +380,53 @@ def test_precision_recall_f1_counts():
     m = precision_recall_f1(np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0], bool))
     assert (m["tp"], m["fp"], m["fn"]) == (1, 1, 1)
     assert m["precision"] == m["recall"] == m["f1"] == 0.5
+
+
+def test_the_vote_extension_moves_a_backed_cut_to_the_best_cut_on_the_votes_below_it():
+    below = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
+    # Net safety votes walking down: 1, 2, 1, 2, 1, 0, -1. The first peak wins: the two rows above 0.7 join the cut.
+    votes = np.array([True, True, False, True, False, False, False])
+    assert prompts.extended_cut(below, votes, 1.0) == 0.7
+    assert prompts.extended_cut(below[::-1], votes[::-1], 1.0) == 0.7  # the order of the rows does not matter
+    assert prompts.extended_cut(below, np.zeros(7, bool), 1.0) == 1.0  # no safety votes below: the cut stays
+    assert prompts.extended_cut(below, np.r_[False, np.ones(6, bool)], 1.0) < 0.3  # a net gain further down still counts
+    # Tied rows stay on one side together: here the only positive walk would split a tie.
+    assert prompts.extended_cut(np.array([0.9, 0.9, 0.8]), np.array([True, False, False]), 1.0) == 1.0
+    assert prompts.extended_cut(np.zeros(0), np.zeros(0, bool), 1.0) == 1.0
+
+
+def test_the_streamed_vote_extension_is_the_direct_one_and_skips_rows_without_a_score():
+    rng = np.random.default_rng(0)
+    task, harmful, safety = rng.normal(0.0, 1.0, (300, 8)), rng.normal(3.0, 1.0, (100, 8)), rng.normal(3.0, 1.0, (40, 8))
+    states = np.r_[task, harmful]
+    scores = np.r_[rng.uniform(0.0, 0.5, 300), rng.uniform(0.3, 1.0, 100)]
+    scores[0] = np.nan
+    value = 0.7
+    batches = [(scores[i:i + 64], states[i:i + 64]) for i in range(0, 400, 64)]
+    kept = np.isfinite(scores) & (scores <= value)
+    centroid = states[kept].mean(axis=0)
+    direct = prompts.extended_cut(scores[kept], prompts.nearer_safety(states[kept], centroid, safety), value)
+    streamed = prompts.vote_extension(lambda: iter(batches), value, safety)
+    assert streamed == direct and streamed < value
+    # Down over the harmful rows below the cut, to where the task rows (up to 0.5) begin to outvote them.
+    cut = scores > streamed
+    assert cut[300:][scores[300:] > 0.5].all() and cut[:300].sum() <= 2
+
+
+def test_the_vote_extension_mends_a_real_cut_the_mixture_put_too_high():
+    # A fresh real run (docstrings, 25% unsafe, SmolLM2 at the package defaults; benchmarks/threshold_data/
+    # docstrings-25pct-varied-320rows-seed14-defaults-safety80.json, prompt states as float32). Its task component
+    # is broad, so the mixture cuts only the far third of the unsafe rows; the prompt vote backs that cut, and the
+    # rows just below it, voting too, carry it down over the rest.
+    d = np.load(Path(__file__).parents[1] / "data" / "real_run_states.npz")
+    x = compute_scores(d["loss_a"], d["loss_b"], d["n_tokens"])["score_log_ratio"]
+    y, states, safety = d["label"], d["prompt_state"], d["safety_prompt_states"]
+    plain = thresholds.corroborate(thresholds.mixture(x), x, {}, thresholds.mixture,
+                                   {thresholds.SAFETY_PROMPTS: prompts.cut_share([(x, states)], thresholds.mixture(x).value, safety)})
+    assert thresholds.extendable(plain)
+    assert precision_recall_f1(x > plain.value, y)["recall"] < 0.5
+    t = thresholds.extend_by_votes(plain, x, prompts.vote_extension(lambda: [(x, states)], plain.value, safety))
+    m = precision_recall_f1(x > t.value, y)
+    assert m["f1"] > 0.93 and m["fp"] <= 3
+    assert t.evidence[thresholds.CUT_BEFORE_EXTENSION] == plain.value
+    assert t.evidence[thresholds.ROWS_ADDED_BY_VOTES] == int((x > t.value).sum() - (x > plain.value).sum()) > 30
