@@ -10,8 +10,10 @@ SERIES = {"all": ("all rows", "tab:blue"), "task": ("task (label 0)", "tab:blue"
           "unsafe": ("unsafe (label 1)", "tab:red"), "unlabelled": ("unlabelled", "tab:gray")}
 
 
-def score_histogram(path: str, edges: np.ndarray, counts: dict[str, np.ndarray], threshold: float | None, title: str) -> None:
-    """Histogram of the forgetting score, one series per label class (keys of ``SERIES``), the cut marked.
+def score_histogram(path: str, edges: np.ndarray, counts: dict[str, np.ndarray], threshold: float | None, title: str,
+                    other_cuts: dict[str, float] | None = None) -> None:
+    """Histogram of the forgetting score, one series per label class (keys of ``SERIES``), the cut marked, and
+    dotted, ``other_cuts`` (label -> value: a withdrawn cut, the cut before the vote extension) for review.
 
     Takes counts over ``edges`` rather than the scores, so the report never holds a score per row.
     """
@@ -27,6 +29,8 @@ def score_histogram(path: str, edges: np.ndarray, counts: dict[str, np.ndarray],
             ax.stairs(c, edges, fill=True, alpha=0.6, color=color, label=f"{name}: {int(c.sum())}")
     if threshold is not None and math.isfinite(threshold):
         ax.axvline(threshold, color="black", linestyle="--", label=f"cut {threshold:.3g} (drop right)")
+    for label, value in (other_cuts or {}).items():
+        ax.axvline(value, color="dimgray", linestyle=":", label=f"{label} {value:.3g}")
     ax.set_xlabel("forgetting score")
     ax.set_ylabel("examples")
     ax.set_title(title)

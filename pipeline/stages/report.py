@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 
 from pipeline import columns as col
 from pipeline.config import Config
+from pipeline.filtering import thresholds
 from pipeline.filtering.split import cut_column, threshold_from_record
 from pipeline.reporting.aggregate import QUANTILE_BINS, Histogram, Moments, stats
 from pipeline.reporting.metrics import auroc, precision_recall_f1
@@ -200,6 +201,16 @@ def summarise(run: RunDir, cfg: Config, cut_on: str) -> tuple[dict[str, Any], pa
     return summary, table, (edges, {k: h.counts for k, h in plot.items()})
 
 
+OTHER_CUTS = {thresholds.WITHDRAWN_CUT: "withdrawn cut", thresholds.CUT_BEFORE_EXTENSION: "cut before the vote extension"}
+"""Cuts in a threshold's evidence that the histogram marks beside the one made, and their labels."""
+
+
+def other_cuts(threshold: dict[str, Any]) -> dict[str, float]:
+    """The ``OTHER_CUTS`` a filter record's threshold holds in its evidence, by label."""
+    evidence = threshold.get("evidence") or {}
+    return {label: float(evidence[key]) for key, label in OTHER_CUTS.items() if key in evidence}
+
+
 def run_report(cfg: Config, run: RunDir) -> dict[str, Any]:
     """Stage ``report``: summary.json, report.md and the score histogram, from the split and the manifest."""
     filter_result = run.stage_record("filter")["result"]
@@ -229,7 +240,8 @@ def run_report(cfg: Config, run: RunDir) -> dict[str, Any]:
     series = {k: counts[k] for k in (("task", "unsafe", "unlabelled") if labelled.num_rows else ("all",)) if k in counts}
     with tempfile.TemporaryDirectory() as d:
         png = os.path.join(d, HIST)
-        score_histogram(png, edges, series, filter_result["threshold"]["value"], f"forgetting score ({summary['cut_score']})")
+        score_histogram(png, edges, series, filter_result["threshold"]["value"], f"forgetting score ({summary['cut_score']})",
+                        other_cuts(filter_result["threshold"]))
         run.fs.put(png, run.path(f"{tmp}/{HIST}"))
         if comparison:
             model_comparison(os.path.join(d, MODELS_PNG), {n: comparison["models"][n] for n in comparison["order"]})

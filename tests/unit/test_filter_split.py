@@ -21,7 +21,7 @@ from pipeline.stages.filter import (
     state_share,
     votes_asked,
 )
-from pipeline.stages.report import evaluate, nearest_cut, summarise
+from pipeline.stages.report import evaluate, nearest_cut, other_cuts, summarise
 
 
 def _scored(scores: list[float]) -> pa.Table:
@@ -155,14 +155,16 @@ def test_only_a_cut_the_prompt_vote_backed_is_extended_and_only_when_the_config_
     assert t.value == 0.1 and len(asked) == 1 and asked[0] > 0.1
     assert t.evidence[thresholds.CUT_BEFORE_EXTENSION] == asked[0] and "extended down by the prompt vote" in t.rationale
     assert t.evidence[thresholds.ROWS_ADDED_BY_VOTES] == int(((x > 0.1) & (x <= asked[0])).sum()) > 0
+    assert other_cuts(t.to_dict()) == {"cut before the vote extension": asked[0]}  # marked on the report's histogram
     off = build_config({}, ["filter.extend_by_votes=false"]).filter
     assert choose_threshold(x, off, {}, {SAFETY_PROMPTS: lambda _: 0.9}, None, extension).value == asked[0]
     # Backed by the reply vote alone, or not backed: the cut is not the prompt vote's to move.
     asked.clear()
     replies = choose_threshold(x, default, {}, {SAFETY_PROMPTS: lambda _: 0.2, REPLY_PROMPTS: lambda _: 0.9}, None, extension)
     assert np.isfinite(replies.value) and not asked
-    assert not np.isfinite(choose_threshold(x, default, {}, {SAFETY_PROMPTS: lambda _: 0.2}, None, extension).value)
-    assert not asked
+    withdrawn = choose_threshold(x, default, {}, {SAFETY_PROMPTS: lambda _: 0.2}, None, extension)
+    assert not np.isfinite(withdrawn.value) and not asked
+    assert other_cuts(withdrawn.to_dict()) == {"withdrawn cut": withdrawn.evidence[thresholds.WITHDRAWN_CUT]}
     # An extension that finds no better cut leaves the value and says so.
     stays = choose_threshold(x, default, {}, {SAFETY_PROMPTS: lambda _: 0.9}, None, lambda value: value)
     assert thresholds.CUT_BEFORE_EXTENSION not in stays.evidence and "the cut stays" in stays.rationale
