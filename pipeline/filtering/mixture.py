@@ -9,7 +9,8 @@ the same family or, when it fits them better, a normal with an exponential right
 (``NormalExp``): a tight mode and a broad plateau are one two-piece normal with suitable scales,
 and a tail that starts at an edge and thins out is an exponential, which a half-normal fits
 badly. BIC decides whether the second component is worth its four parameters; with none (a
-clean corpus) nothing is cut.
+clean corpus) nothing is cut. Where a cut is made, a task mode with heavier tails (a two-piece
+Student t, ``TwoPieceT``) may raise it, never lower it (``thresholds.mixture``).
 """
 
 from __future__ import annotations
@@ -174,12 +175,77 @@ def fit_normal_exp(xs: np.ndarray, w: np.ndarray, floor: float) -> NormalExp:
     return NormalExp(mu, max(left, floor), max(right, floor))
 
 
+T_DOF = 4
+"""Degrees of freedom of ``TwoPieceT``: tails far heavier than a normal's (a row 6 scales out is ~10^5 times
+likelier), as t(3)-t(5), Laplace and lognormal task modes have, yet a finite variance; and with 4 the t's CDF
+has a closed form, so the expected-F1 cut costs no numerical integration."""
+_T_LOG_NORM = math.lgamma((T_DOF + 1) / 2) - math.lgamma(T_DOF / 2) - 0.5 * math.log(T_DOF * math.pi)
+
+
+def _t4_cdf(z: np.ndarray) -> np.ndarray:
+    """The standard Student t CDF with 4 degrees of freedom (closed form)."""
+    a = z * z / 4
+    return 0.5 + 0.375 * z / np.sqrt(1 + a) * (1 - a / (1 + a) / 3)
+
+
+@dataclass(frozen=True)
+class TwoPieceT:
+    """A two-piece Student t (``T_DOF``): mode ``mu``, scale ``left`` below it and ``right`` above it.
+
+    Why: a task mode whose tails are heavier than a normal's (Student t, Laplace, lognormal) puts a
+    few task rows far out; a two-piece normal task then hands them to the upper component, whose
+    edge, and so the cut, lands in the task's tail (precision 0.6-0.8 on such sets). It only ever
+    raises a cut the two-piece normal made (``thresholds.mixture``): as the one-mode model it also
+    absorbs small unsafe components, and as a free alternative it let closer upper components win
+    on real runs (both in benchmarks/RESULTS.md).
+    """
+
+    mu: float
+    left: float
+    right: float
+
+    def logpdf(self, x: np.ndarray) -> np.ndarray:
+        z = (x - self.mu) / np.where(x < self.mu, self.left, self.right)
+        return math.log(2 / (self.left + self.right)) + (_T_LOG_NORM - (T_DOF + 1) / 2 * np.log1p(z * z / T_DOF))
+
+    def sf(self, x: np.ndarray) -> np.ndarray:
+        """P(X > x)."""
+        x = np.asarray(x, dtype=np.float64)
+        total = self.left + self.right
+        below = 1 - 2 * self.left / total * _t4_cdf((x - self.mu) / self.left)
+        above = 2 * self.right / total * (1 - _t4_cdf((x - self.mu) / self.right))
+        return np.where(x < self.mu, below, above)
+
+
+def step_two_piece_t(xs: np.ndarray, w: np.ndarray, c: TwoPiece | TwoPieceT, floor: float) -> TwoPieceT:
+    """One ECM step for a weighted ``TwoPieceT`` on sorted ``xs``, from the component ``c``.
+
+    A t is a normal whose precision varies by row: with each row's expected precision weight
+    u = (nu + 1) / (nu + z^2) at the current fit (z its deviation in scales), the mode and scales
+    are the two-piece normal's closed form on the deviations weighted by w * u, the scales
+    normalised by the rows' total weight w. One step never lowers the likelihood, so EM can take
+    one per iteration (a generalised EM) instead of fitting the t to convergence each time.
+    """
+    z = (xs - c.mu) / np.where(xs < c.mu, c.left, c.right)
+    dev = _Deviations(xs, w * ((T_DOF + 1) / (T_DOF + z * z)))
+
+    def cost(mu: float) -> float:
+        sl, sr, _ = dev.at(mu)
+        return sl ** (1 / 3) + sr ** (1 / 3)
+
+    mu = _search_mode(xs, dev.cdf, cost)
+    sl, sr, _ = dev.at(mu)
+    n = float(w.sum())
+    scale = math.sqrt((sl ** (1 / 3) + sr ** (1 / 3)) / n) if n > 0 else 0.0
+    return TwoPieceT(mu, max(sl ** (1 / 3) * scale, floor), max(sr ** (1 / 3) * scale, floor))
+
+
 @dataclass(frozen=True)
 class MixtureFit:
     """Weights and components, lower mode first; ``loglik`` and ``bic`` on the fitted points."""
 
     weights: tuple[float, ...]
-    components: tuple[TwoPiece, ...]
+    components: tuple[TwoPiece | TwoPieceT | NormalExp, ...]
     loglik: float
     n: int
 
@@ -192,7 +258,7 @@ class MixtureFit:
         return -2 * self.loglik + self.n_params * math.log(self.n)
 
 
-def _loglik(xs: np.ndarray, weights: np.ndarray, comps: list[TwoPiece]) -> tuple[float, np.ndarray]:
+def _loglik(xs: np.ndarray, weights: np.ndarray, comps: list[TwoPiece | TwoPieceT | NormalExp]) -> tuple[float, np.ndarray]:
     logp = np.stack([math.log(max(wk, 1e-300)) + c.logpdf(xs) for wk, c in zip(weights, comps)], axis=1)
     top = logp.max(axis=1, keepdims=True)
     ll_rows = top[:, 0] + np.log(np.exp(logp - top).sum(axis=1))
@@ -217,29 +283,40 @@ START_QUANTILES = (0.4, 0.6, 0.75, 0.9, 0.97)
 majority (unsafe as the taller peak)."""
 
 
-def em(xs: np.ndarray, resp: np.ndarray, floor: float, iterations: int = 300, tol: float = 1e-7) -> MixtureFit | None:
-    """EM for a two-piece normal (task) and an upper component (``fit_upper``) on sorted ``xs`` from
-    starting responsibilities ``resp`` (rows x 2); None where a component ends with fewer than two rows."""
+def em(xs: np.ndarray, resp: np.ndarray, floor: float, iterations: int = 300, tol: float = 1e-7,
+       heavy_task: bool = False) -> MixtureFit | None:
+    """EM for a task component and an upper component (``fit_upper``) on sorted ``xs`` from starting
+    responsibilities ``resp`` (rows x 2); None where a component ends with fewer than two rows.
+
+    The task component is a two-piece normal, or with ``heavy_task`` a ``TwoPieceT`` (one ECM step per
+    iteration, from the two-piece normal at the start); a t task must stay the lower component, else None.
+    """
     n = len(xs)
     prev = -math.inf
+    task: TwoPiece | TwoPieceT | None = None
     for _ in range(iterations):
         nk = resp.sum(axis=0)
         if nk.min() < 2:
             return None
         weights = nk / n
-        comps = [fit_two_piece(xs, resp[:, 0], floor), fit_upper(xs, resp[:, 1], floor)]
+        if heavy_task:
+            task = step_two_piece_t(xs, resp[:, 0], task or fit_two_piece(xs, resp[:, 0], floor), floor)
+        else:
+            task = fit_two_piece(xs, resp[:, 0], floor)
+        comps = [task, fit_upper(xs, resp[:, 1], floor)]
         ll, resp = _loglik(xs, weights, comps)
         if ll - prev < tol * abs(ll):
             break
         prev = ll
-    if resp.sum(axis=0).min() < 2:
+    if resp.sum(axis=0).min() < 2 or (heavy_task and comps[1].mu < comps[0].mu):
         return None
     order = sorted(range(2), key=lambda j: comps[j].mu)
     return MixtureFit(tuple(float(weights[j]) for j in order), tuple(comps[j] for j in order), ll, n)
 
 
-def fit_two(xs: np.ndarray, floor: float) -> list[MixtureFit]:
-    """``em`` from each of ``START_QUANTILES``: the rows below the quantile start as the task's, the rest as the upper component's.
+def fit_two(xs: np.ndarray, floor: float, heavy_task: bool = False) -> list[MixtureFit]:
+    """``em`` from each of ``START_QUANTILES``: the rows below the quantile start as the task's, the rest as the upper
+    component's; the task a two-piece normal, or with ``heavy_task`` a two-piece t (``TwoPieceT``).
 
     Every local optimum is returned (lower mode first), not only the most likely: with a
     heavy-tailed task mode the likeliest pair can be a narrow and a broad component on the same
@@ -253,7 +330,7 @@ def fit_two(xs: np.ndarray, floor: float) -> list[MixtureFit]:
             continue
         resp = np.zeros((n, 2))
         resp[:split, 0], resp[split:, 1] = 1.0, 1.0
-        fit = em(xs, resp, floor)
+        fit = em(xs, resp, floor, heavy_task=heavy_task)
         if fit is not None:
             fits.append(fit)
     return fits

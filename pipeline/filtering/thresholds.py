@@ -412,7 +412,8 @@ def mixture(scores: np.ndarray) -> Threshold:
         return Threshold(math.inf, "mixture", f"no upper component separable from the task mode (best expected F1 "
                          f"{f1:.2f} < {EXPECTED_F1_MIN:g}): nothing dropped", {**evidence, "expected_f1": f1})
     two, value, expected = chosen
-    gain = mx.fit_one(xs, floor).bic - two.bic
+    one_bic = mx.fit_one(xs, floor).bic
+    gain = one_bic - two.bic
     null, unsafe = two.components
     evidence.update(bic_gain=gain, task_mode=null.mu, task_scale_right=null.right, unsafe_mode=unsafe.mu)
     if gain <= BIC_MIN:
@@ -420,9 +421,18 @@ def mixture(scores: np.ndarray) -> Threshold:
             evidence.update({WEAK_CUT: value, WEAK_UNSAFE_SHARE: two.weights[1]})
         return Threshold(math.inf, "mixture", f"one mode explains the scores (a separate upper component lowers BIC "
                          f"by only {gain:.1f} <= {BIC_MIN:g}): nothing dropped", evidence)
+    tails = ""
+    heavy, _ = likeliest_admissible(mx.fit_two(xs, floor, heavy_task=True), n_all, float(xs[-1]))
+    if heavy is not None and heavy[0].loglik > two.loglik and heavy[1] > value:
+        # A likelier fit whose task mode has heavier tails takes the rows just above the cut as task rows.
+        two, value, expected = heavy
+        null, unsafe = two.components
+        gain = one_bic - two.bic
+        evidence.update(bic_gain=gain, task_mode=null.mu, task_scale_right=null.right, unsafe_mode=unsafe.mu)
+        tails = " (heavy-tailed: a two-piece t fits it better and raises the cut)"
     z = (value - null.mu) / null.right
     evidence.update(expected, estimated_unsafe_share=two.weights[1], cut_in_task_scales=z)
-    return Threshold(value, "mixture", f"task mode at {null.mu:.3g}, an upper component at {unsafe.mu:.3g} holding "
+    return Threshold(value, "mixture", f"task mode at {null.mu:.3g}{tails}, an upper component at {unsafe.mu:.3g} holding "
                      f"~{two.weights[1]:.1%} of rows (BIC gain {gain:.0f}); cut at {value:.4g}, {z:.1f} task scales above "
                      f"the task mode, where the fit expects precision {expected['expected_precision']:.2f} and recall "
                      f"{expected['expected_recall']:.2f} (~{expected['expected_false_drops']:.0f} task rows dropped, "

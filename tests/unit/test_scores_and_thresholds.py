@@ -138,6 +138,27 @@ def test_mixture_takes_an_unsafe_tail_that_starts_on_the_task_shoulder():
     assert precision_recall_f1(x > thresholds.mixture(x).value, y)["f1"] > 0.85
 
 
+def test_a_heavy_tailed_task_mode_raises_the_cut_out_of_its_tail():
+    # A t(5) task mode: under a two-piece normal task its outer rows join the unsafe component and the
+    # cut lands in the task's tail (precision 0.73, F1 0.84 here); a likelier fit with a two-piece t task
+    # takes them back as task rows and raises the cut above them.
+    rng = np.random.default_rng(1)
+    x = np.r_[0.05 + 0.04 * rng.standard_t(5, 304), rng.uniform(0.27, 1.29, 16)]
+    y = np.r_[np.zeros(304), np.ones(16)]
+    t = thresholds.mixture(x)
+    assert precision_recall_f1(x > t.value, y)["f1"] > 0.95 and "heavy-tailed" in t.rationale, t.rationale
+
+
+def test_t4_component_density_and_tail_agree():
+    c = mx.TwoPieceT(0.1, 0.02, 0.05)
+    grid = np.linspace(-20.0, 60.0, 800_001)
+    dens = np.exp(c.logpdf(grid))
+    tail = np.cumsum(dens[::-1])[::-1] * (grid[1] - grid[0])
+    assert float(tail[0]) == pytest.approx(1.0, abs=1e-3)
+    for t in (0.0, 0.09, 0.1, 0.2, 1.0):
+        assert float(c.sf(np.array(t))) == pytest.approx(float(tail[np.searchsorted(grid, t)]), abs=1e-3)
+
+
 def test_normal_exp_fit_recovers_an_edge_and_an_exponential_tail():
     x = np.sort(0.2 + np.random.default_rng(0).exponential(0.3, 20000))
     c = mx.fit_normal_exp(x, np.ones(len(x)), floor=1e-6)
