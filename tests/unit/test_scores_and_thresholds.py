@@ -434,12 +434,18 @@ def test_the_streamed_vote_extension_is_the_direct_one_and_skips_rows_without_a_
     assert cut[300:][scores[300:] > 0.5].all() and cut[:300].sum() <= 2
 
 
+def real_run_states(run: str) -> dict[str, np.ndarray]:
+    """A real run's losses, labels and B's states: ``benchmarks/threshold_data/<run>.json`` with the states as
+    float32 (``tests/data/real_runs/<run>.npz``; the votes on them match the benchmark's to the row)."""
+    with np.load(Path(__file__).parents[1] / "data" / "real_runs" / f"{run}.npz") as d:
+        return dict(d)
+
+
 def test_the_vote_extension_mends_a_real_cut_the_mixture_put_too_high():
-    # A fresh real run (docstrings, 25% unsafe, SmolLM2 at the package defaults; benchmarks/threshold_data/
-    # docstrings-25pct-varied-320rows-seed14-defaults-safety80.json, prompt states as float32). Its task component
-    # is broad, so the mixture cuts only the far third of the unsafe rows; the prompt vote backs that cut, and the
-    # rows just below it, voting too, carry it down over the rest.
-    d = np.load(Path(__file__).parents[1] / "data" / "real_run_states.npz")
+    # A fresh real run (docstrings, 25% unsafe, SmolLM2 at the package defaults). Its task component is broad,
+    # so the mixture cuts only the far third of the unsafe rows; the prompt vote backs that cut, and the rows
+    # just below it, voting too, carry it down over the rest.
+    d = real_run_states("docstrings-25pct-varied-320rows-seed14-defaults-safety80")
     x = compute_scores(d["loss_a"], d["loss_b"], d["n_tokens"])["score_log_ratio"]
     y, states, safety = d["label"], d["prompt_state"], d["safety_prompt_states"]
     plain = thresholds.corroborate(thresholds.mixture(x), x, {}, thresholds.mixture,
