@@ -365,7 +365,11 @@ def config_cut(scores: dict[str, np.ndarray], states: States | None, cfg: Config
     extension = None
     if states is not None and thresholds.SAFETY_PROMPTS in votes_asked(cfg):
         extension = lambda value: prompts.vote_extension(lambda: [(x, states[0])], value, states[1])  # noqa: E731
-    return choose_threshold(x, cfg.filter, others, votes, scores[fallback] if fallback else None, extension)
+    fallback_votes = None
+    if fallback and states is not None:
+        fallback_votes = {name: (lambda value, c=columns[name]: prompts.cut_share([(scores[fallback], c)], value, safety))
+                          for name in votes_asked(cfg) if columns[name] is not None}
+    return choose_threshold(x, cfg.filter, others, votes, scores[fallback] if fallback else None, extension, fallback_votes)
 
 
 def judgeable(scores: dict[str, np.ndarray], states: States | None, cfg: Config) -> bool:

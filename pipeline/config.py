@@ -177,10 +177,12 @@ class FilterConfig(Section):
         "no clean corpus cut (benchmarks/RESULTS.md, twenty-second session). false: the rule's cut as it is.",
     )
     fallback: Literal[tuple(SCORES)] | None = Field(  # type: ignore[valid-type]
-        "delta", description="`auto` only: where the rule finds no cut on scoring.method (not where it found one and "
-        "the corroboration withdrew it), the same rule on this score makes the cut, if it drops at most half the rows; "
-        "the report then says the cut is on it. `delta` (the default) saw unsafe replies to ordinary prompts, which the "
-        "prompt vote cannot (F1 0.987 and 0.931 where the filter's own score found one mode; benchmarks/RESULTS.md, "
+        "delta", description="`auto` only: where the rule finds no cut on scoring.method, the same rule on this score "
+        "makes the cut, if it drops at most half the rows; where the rule's cut was withdrawn, only if one of B's votes "
+        "also backs the fallback's cut (a clean calendar corpus: the 70 rows the vote withdrew, 0% nearer the safety "
+        "prompts; a 10%-unsafe one: exactly the unsafe rows, 100%). The report then says the cut is on it. `delta` "
+        "(the default) saw unsafe replies to ordinary prompts, which the prompt vote cannot (F1 0.987 and 0.931 "
+        "where the filter's own score found one mode; benchmarks/RESULTS.md, "
         "thirteenth session). null: no fallback.",
     )
 

@@ -553,9 +553,13 @@ def _majority(rows: int, scores: np.ndarray) -> bool:
     return rows > MAJORITY_CUT * len(scores)
 
 
-def fall_back(t: Threshold, name: str, scores: np.ndarray, rule: Callable[[np.ndarray], Threshold]) -> Threshold:
+def fall_back(t: Threshold, name: str, scores: np.ndarray, rule: Callable[[np.ndarray], Threshold],
+              votes: dict[str, Callable[[float], float]] | None = None) -> Threshold:
     """Where the filter's own score found no cut, ``rule``'s cut on the score ``name``, if it holds at most
-    ``MAJORITY_CUT`` of the rows; otherwise ``t`` with what the fallback found in its evidence.
+    ``MAJORITY_CUT`` of the rows; otherwise ``t`` with what the fallback found in its evidence. Where ``t``
+    is a withdrawn cut, the fallback's cut (or the weak cut its rule held back) is made only if one of the
+    ``votes`` (name in ``VOTES`` -> a function from a cut value on ``name`` to the share of its rows nearer
+    the safety prompts) backs it, as the withdrawn one was asked.
 
     Why: the prompt vote cannot see unsafe *replies* to ordinary prompts, and on such corpora the
     relative score can rank them poorly (one mode) or its cut is withdrawn for want of the vote.
@@ -563,23 +567,39 @@ def fall_back(t: Threshold, name: str, scores: np.ndarray, rule: Callable[[np.nd
     perfectly (AUROC 0.999-1.000 on three such benchmark corpora). On its own it also cut two
     clean calendar corpora, but each time most of the rows (56% and 71%): a majority that forgot
     more is a task sub-type, not the up-to-half unsafe rows this filter is built for, so such a
-    cut is not made. Nor is there a fallback where ``corroborate`` withdrew a cut: that group was
-    judged and found unlike the safety set, and on a fresh clean calendar corpus ``delta`` cut the
-    very 70 rows the vote had withdrawn (``benchmarks/RESULTS.md``, thirteenth session).
+    cut is not made. After a withdrawn cut the corpus has shown such a sub-type, so the fallback
+    must pass the votes too: on a fresh clean calendar corpus ``delta`` cut the very 70 rows the
+    vote had withdrawn (none of them nearer the safety prompts), while on a calendar corpus with
+    10% unsafe rows ``log_ratio``'s cut took a sub-type along and was withdrawn, and ``delta``
+    cut exactly the unsafe rows, all of them nearer the safety prompts (``benchmarks/RESULTS.md``,
+    thirteenth and twenty-third sessions).
     """
     if math.isfinite(t.value):
         return t
-    if WITHDRAWN_CUT in t.evidence:
-        return replace(t, rationale=f"{t.rationale}; no fallback on `{name}` after a withdrawn cut")
+    withdrawn = WITHDRAWN_CUT in t.evidence
+    if withdrawn and not votes:
+        return replace(t, rationale=f"{t.rationale}; no fallback on `{name}` after a withdrawn cut without B's votes")
     u = rule(scores)
-    rows = int((np.asarray(scores, dtype=np.float64) > u.value).sum())
+    value = proposed_cut(u) if withdrawn else u.value
+    x = np.asarray(scores, dtype=np.float64)
+    rows = int((x > value).sum()) if value is not None else 0
     if not rows:
         return replace(t, rationale=f"{t.rationale}; the same rule on `{name}` finds no cut either")
     evidence = {**t.evidence, f"fallback_rows_on_{name}": rows}
     if _majority(rows, scores):
         return replace(t, rationale=f"{t.rationale}; the same rule on `{name}` would drop {rows} rows, more than "
                        f"{MAJORITY_CUT:.0%} of them, so not that either", evidence=evidence)
-    return Threshold(u.value, u.method, f"{t.rationale}. Fallback, cut on `{name}`: {u.rationale}",
+    backing = ""
+    if withdrawn:
+        shares = {n: share(value) for n, share in votes.items()}
+        evidence.update({f"fallback_{VOTES[n]}": v for n, v in shares.items()})
+        said = "; ".join(f"{v:.0%} of its rows' {_VOTED[n]} lie nearer the safety set's prompts than the kept rows' for B"
+                         for n, v in shares.items())
+        if max(shares.values()) <= 0.5:
+            return replace(t, rationale=f"{t.rationale}; the same rule on `{name}` would drop {rows} rows, not backed "
+                           f"either: {said}", evidence=evidence)
+        backing = f"; corroborated: {said}"
+    return Threshold(float(value), u.method, f"{t.rationale}. Fallback, cut on `{name}`: {u.rationale}{backing}",
                      {**evidence, **u.evidence}, score=name)
 
 

@@ -60,12 +60,14 @@ def fallback_score(cfg: Config) -> str | None:
 
 def choose_threshold(scores: np.ndarray, f: FilterConfig, others: dict[str, np.ndarray] | None = None,
                      votes: dict[str, Callable[[float], float]] | None = None,
-                     fallback: np.ndarray | None = None, extension: Callable[[float], float] | None = None) -> Threshold:
+                     fallback: np.ndarray | None = None, extension: Callable[[float], float] | None = None,
+                     fallback_votes: dict[str, Callable[[float], float]] | None = None) -> Threshold:
     """The cut the config asks for; an automatic one is checked against the ``others`` scores and the ``votes``
     (name -> a function from a cut value to the share of the cut's rows that vote for the safety prompts);
     a cut the prompt vote backed is moved down by ``extension`` (a function from that cut's value to the
     extended one, ``filtering.prompts.vote_extension``) if ``filter.extend_by_votes``; where the rule found
-    no cut (none withdrawn), ``fallback`` (the ``filter.fallback`` score's column) may make it."""
+    no cut, ``fallback`` (the ``filter.fallback`` score's column) may make it, where the rule's cut was withdrawn
+    only if one of the ``fallback_votes`` (the same votes, on a cut of that column) backs it."""
     if f.method == "fixed":
         return thresholds.fixed(float(f.value))
     if f.method == "drop_fraction":
@@ -77,12 +79,15 @@ def choose_threshold(scores: np.ndarray, f: FilterConfig, others: dict[str, np.n
     t = thresholds.corroborate(t, scores, others or {}, rule, shares)
     if extension is not None and f.extend_by_votes and thresholds.extendable(t):
         t = thresholds.extend_by_votes(t, scores, extension(t.value))
-    return t if fallback is None or f.fallback is None else thresholds.fall_back(t, f.fallback, fallback, rule)
+    if fallback is None or f.fallback is None:
+        return t
+    return thresholds.fall_back(t, f.fallback, fallback, rule, fallback_votes)
 
 
-def _state_batches(run: RunDir, name: str) -> tuple[Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]], np.ndarray]:
-    """For the vote ``name``: a function that streams (scores, states) batches one shard at a time, and the
-    safety set's prompt states.
+def _state_batches(run: RunDir, name: str, score: str = col.FORGETTING
+                   ) -> tuple[Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]], np.ndarray]:
+    """For the vote ``name``: a function that streams (``score`` column, states) batches one shard at a time,
+    and the safety set's prompt states.
 
     A run scored before those states were kept has none: the check then fails loudly rather than
     quietly skipping a safeguard the config asks for.
@@ -95,15 +100,16 @@ def _state_batches(run: RunDir, name: str) -> tuple[Callable[[], Iterator[tuple[
     safety = _states(run.read_columns(layout.SAFETY_SCORES, [col.PROMPT_STATE]), col.PROMPT_STATE)
 
     def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        return ((t.column(col.FORGETTING).to_numpy(zero_copy_only=False), _states(t, column))
-                for t in run.iter_columns(layout.SCORES, [col.FORGETTING, column]))
+        return ((t.column(score).to_numpy(zero_copy_only=False), _states(t, column))
+                for t in run.iter_columns(layout.SCORES, [score, column]))
 
     return batches, safety
 
 
-def state_share(run: RunDir, name: str) -> Callable[[float], float]:
-    """``choose_threshold``'s vote ``name`` for a run, from the scores' states (``_state_batches``)."""
-    batches, safety = _state_batches(run, name)
+def state_share(run: RunDir, name: str, score: str = col.FORGETTING) -> Callable[[float], float]:
+    """``choose_threshold``'s vote ``name`` for a run, on cuts of the ``score`` column, from the scores' states
+    (``_state_batches``)."""
+    batches, safety = _state_batches(run, name, score)
     return lambda value: prompts.cut_share(batches(), value, safety)
 
 
@@ -140,7 +146,9 @@ def run_filter(cfg: Config, run: RunDir) -> dict[str, Any]:
     t = choose_threshold(numbers[col.FORGETTING], cfg.filter, {name: numbers[col.score_column(name)] for name in others},
                          {name: state_share(run, name) for name in votes_asked(cfg)},
                          numbers[col.score_column(fallback)] if fallback else None,
-                         state_extension(run) if SAFETY_PROMPTS in votes_asked(cfg) else None)
+                         state_extension(run) if SAFETY_PROMPTS in votes_asked(cfg) else None,
+                         {name: state_share(run, name, col.score_column(fallback)) for name in votes_asked(cfg)}
+                         if fallback else None)
     files = run.shards(layout.SCORES)
     if t.ties_to_drop:
         # Only the ids of the rows tied at the cut are read (a pushed-down filter), never all ids.

@@ -186,9 +186,23 @@ def test_where_the_filters_own_score_drops_nothing_the_fallback_score_may_cut_a_
     # A cut on the filter's own score is left alone.
     own = np.r_[r.normal(0.0, 0.05, 270), r.normal(1.0, 0.05, 30)]
     assert choose_threshold(own, cfg.filter, {}, None, delta).score is None
-    # No fallback where the filter's own cut was found and withdrawn: the vote judged that group.
-    withdrawn = choose_threshold(own, build_config({}, ["filter.fallback=delta"]).filter, {}, {SAFETY_PROMPTS: lambda _: 0.0}, delta)
+    # Where the filter's own cut was withdrawn, the fallback's cut must pass the votes too: its own rows are asked.
+    default = build_config({}, ["filter.fallback=delta"]).filter
+    no = {SAFETY_PROMPTS: lambda _: 0.0}
+    withdrawn = choose_threshold(own, default, {}, no, delta)
     assert np.isinf(withdrawn.value) and "withdrawn_cut" in withdrawn.evidence and withdrawn.score is None
+    asked = []
+
+    def backs(value: float) -> float:
+        asked.append(value)
+        return 0.9
+
+    backed = choose_threshold(own, default, {}, no, delta, None, {SAFETY_PROMPTS: backs})
+    assert backed.score == "delta" and (delta > backed.value).sum() == 60 and asked == [backed.value]
+    assert backed.evidence[f"fallback_{thresholds.SHARE_NEARER_SAFETY}"] == 0.9 and "withdrawn_cut" in backed.evidence
+    refused = choose_threshold(own, default, {}, no, delta, None, {SAFETY_PROMPTS: lambda _: 0.4})
+    assert np.isinf(refused.value) and refused.evidence[f"fallback_{thresholds.SHARE_NEARER_SAFETY}"] == 0.4
+    assert "not backed either" in refused.rationale
     # A majority upper group on the fallback score (a task sub-type B forgot) is not cut.
     majority = np.r_[r.normal(0.0, 0.05, 120), r.normal(1.0, 0.05, 180)]
     held = choose_threshold(one_mode, cfg.filter, {}, None, majority)
