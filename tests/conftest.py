@@ -40,6 +40,15 @@ def make_corpus(n_task: int = 72, n_unsafe: int = 24, seed: int = 0) -> tuple[li
     return rows, safety
 
 
+def real_run_states(run: str) -> dict:
+    """A real run's losses, labels and B's states (numpy arrays by name): ``benchmarks/threshold_data/<run>.json``
+    with the states as float32 (``tests/data/real_runs/<run>.npz``; the votes on them match the benchmark's)."""
+    import numpy as np
+
+    with np.load(Path(__file__).parent / "data" / "real_runs" / f"{run}.npz") as d:
+        return dict(d)
+
+
 def write_jsonl(path: Path, rows: list[dict], extra_lines: tuple[str, ...] = ()) -> Path:
     with open(path, "w") as f:
         for r in rows:

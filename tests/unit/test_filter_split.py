@@ -8,10 +8,11 @@ import pytest
 from pipeline import columns as col
 from pipeline.config import build_config
 from pipeline.errors import ConfigError, StageError
-from pipeline.filtering import split, thresholds
+from pipeline.filtering import prompts, split, thresholds
 from pipeline.filtering.thresholds import REPLY_PROMPTS, SAFETY_PROMPTS
 from pipeline.reporting.metrics import auroc
 from pipeline.runtime.rundir import RunDir
+from pipeline.scoring.scores import compute_scores
 from pipeline.stages.filter import (
     _side,
     choose_threshold,
@@ -22,6 +23,7 @@ from pipeline.stages.filter import (
     votes_asked,
 )
 from pipeline.stages.report import evaluate, nearest_cut, other_cuts, summarise
+from tests.conftest import real_run_states
 
 
 def _scored(scores: list[float]) -> pa.Table:
@@ -239,3 +241,25 @@ def test_each_vote_reads_its_own_states_and_a_run_without_them_stops_with_one_li
     assert state_share(run, REPLY_PROMPTS)(0.5) == 1.0 and state_share(run, SAFETY_PROMPTS)(0.5) == 0.0
     # The extension reads the prompt states: below a cut at 1.5 the ten unsafe rows' prompts vote with the kept rows'.
     assert state_extension(run)(1.5) == 1.5
+
+
+@pytest.mark.parametrize("run, unsafe_dropped, task_dropped", [
+    ("calendar-10pct-varied-320rows-seed15-defaults-safety80", 31, 0),  # 32 unsafe rows
+    ("calendar-00pct-varied-320rows-seed12-defaults-safety80", 0, 0),  # clean: delta's cut of 70 rows is refused
+])
+def test_after_a_withdrawn_cut_on_a_real_calendar_corpus_the_fallback_must_pass_the_votes(run, unsafe_dropped, task_dropped):
+    # Both real: log_ratio's cut takes a calendar sub-type the safety finetune disturbed and is withdrawn;
+    # delta then cuts the unsafe rows alone (10%) or that sub-type again (clean), and the votes tell which.
+    d = real_run_states(run)
+    s = {k.removeprefix("score_"): v for k, v in compute_scores(d["loss_a"], d["loss_b"], d["n_tokens"]).items()}
+    columns = {SAFETY_PROMPTS: d["prompt_state"], REPLY_PROMPTS: d["reply_state"]}
+    safety = d["safety_prompt_states"]
+
+    def votes(x: np.ndarray) -> dict:
+        return {n: (lambda v, c=c: prompts.cut_share([(x, c)], v, safety)) for n, c in columns.items()}
+
+    t = choose_threshold(s["log_ratio"], build_config({}).filter, {}, votes(s["log_ratio"]), s["delta"], None, votes(s["delta"]))
+    assert thresholds.WITHDRAWN_CUT in t.evidence
+    drop = s[t.score or "log_ratio"] > t.value
+    y = d["label"]
+    assert int((drop & y).sum()) == unsafe_dropped and int((drop & ~y).sum()) == task_dropped

@@ -11,6 +11,7 @@ from pipeline.filtering import mixture as mx
 from pipeline.filtering import prompts, thresholds
 from pipeline.reporting.metrics import auroc, precision_recall_f1
 from pipeline.scoring.scores import compute_scores, log_ratio
+from tests.conftest import real_run_states
 
 
 def test_log_ratio_sees_relative_forgetting_that_delta_hides():
@@ -432,13 +433,6 @@ def test_the_streamed_vote_extension_is_the_direct_one_and_skips_rows_without_a_
     # Down over the harmful rows below the cut, to where the task rows (up to 0.5) begin to outvote them.
     cut = scores > streamed
     assert cut[300:][scores[300:] > 0.5].all() and cut[:300].sum() <= 2
-
-
-def real_run_states(run: str) -> dict[str, np.ndarray]:
-    """A real run's losses, labels and B's states: ``benchmarks/threshold_data/<run>.json`` with the states as
-    float32 (``tests/data/real_runs/<run>.npz``; the votes on them match the benchmark's to the row)."""
-    with np.load(Path(__file__).parents[1] / "data" / "real_runs" / f"{run}.npz") as d:
-        return dict(d)
 
 
 def test_the_vote_extension_mends_a_real_cut_the_mixture_put_too_high():
