@@ -227,7 +227,8 @@ Since the thirteenth session it includes the default ``filter.fallback`` (``delt
 ``log_ratio`` finds none), whose cut may be on ``delta``; since the fourteenth the second vote, on the rows'
 replies (``reply_prompts``), which only runs whose file carries reply states can have: on the others the
 default is judged only where that vote cannot change its cut (``judgeable``); since the twenty-third, the vote
-extension (``filter.extend_by_votes``; the cut without it is ``UNEXTENDED``)."""
+extension (``filter.extend_by_votes``; the cut without it is ``UNEXTENDED``) and, after a withdrawn cut, the
+fallback's cut where the votes back it."""
 
 
 TWELFTH_SESSION_RUNS = {
@@ -299,8 +300,10 @@ the data it was adopted on."""
 MADE_AFTER_FALLBACK = {
     "docstrings-10pct-varied-320rows-seed12-defaults-safety80", "mixed-00pct-varied-320rows-seed12-defaults-safety80",
 } | FOURTEENTH_SESSION_RUNS | TWENTY_SECOND_SESSION_RUNS | TWENTY_THIRD_SESSION_RUNS
-"""Real runs made after ``filter.fallback`` took its final form (no fallback after a withdrawn cut; pre-registered
-in RESULTS.md after the first two seed-12 runs): its only evaluation runs."""
+"""Real runs made after ``filter.fallback`` took the form it had until the twenty-third session (no fallback after
+a withdrawn cut; pre-registered in RESULTS.md after the first two seed-12 runs): its only evaluation runs. Since
+the twenty-third session a fallback after a withdrawn cut is made where the votes back it; its fresh runs are
+``TWENTY_THIRD_SESSION_RUNS``."""
 
 MADE_AFTER_CORROBORATION = {
     "docstrings-25pct-varied-320rows-seed4-defaults-safety80", "mixed-00pct-varied-320rows-seed4-defaults-safety80",
