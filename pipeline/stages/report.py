@@ -206,7 +206,10 @@ OTHER_CUTS = {thresholds.WITHDRAWN_CUT: "withdrawn cut", thresholds.CUT_BEFORE_E
 
 
 def other_cuts(threshold: dict[str, Any]) -> dict[str, float]:
-    """The ``OTHER_CUTS`` a filter record's threshold holds in its evidence, by label."""
+    """The ``OTHER_CUTS`` a filter record's threshold holds in its evidence, by label; none where the cut is on
+    a fallback score (the histogram is then of that score, and those cuts are on the filter's own)."""
+    if threshold.get("score"):
+        return {}
     evidence = threshold.get("evidence") or {}
     return {label: float(evidence[key]) for key, label in OTHER_CUTS.items() if key in evidence}
 

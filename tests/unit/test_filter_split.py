@@ -202,6 +202,7 @@ def test_where_the_filters_own_score_drops_nothing_the_fallback_score_may_cut_a_
     backed = choose_threshold(own, default, {}, no, delta, None, {SAFETY_PROMPTS: backs})
     assert backed.score == "delta" and (delta > backed.value).sum() == 60 and asked == [backed.value]
     assert backed.evidence[f"fallback_{thresholds.SHARE_NEARER_SAFETY}"] == 0.9 and "withdrawn_cut" in backed.evidence
+    assert other_cuts(backed.to_dict()) == {}  # its histogram is of delta: the withdrawn log_ratio cut is not marked
     refused = choose_threshold(own, default, {}, no, delta, None, {SAFETY_PROMPTS: lambda _: 0.4})
     assert np.isinf(refused.value) and refused.evidence[f"fallback_{thresholds.SHARE_NEARER_SAFETY}"] == 0.4
     assert "not backed either" in refused.rationale
