@@ -548,6 +548,12 @@ def extend_by_votes(t: Threshold, scores: np.ndarray, value: float) -> Threshold
                      {**t.evidence, CUT_BEFORE_EXTENSION: t.value, ROWS_ADDED_BY_VOTES: added})
 
 
+def _said(shares: dict[str, float]) -> str:
+    """What B's votes said about a cut (name in ``VOTES`` -> share of its rows nearer the safety prompts), for a rationale."""
+    return "; ".join(f"{share:.0%} of its rows' {_VOTED[name]} lie nearer the safety set's prompts than the kept rows' "
+                     "for B" for name, share in shares.items())
+
+
 def _majority(rows: int, scores: np.ndarray) -> bool:
     """Whether a cut of ``rows`` holds more than ``MAJORITY_CUT`` of the rows: the one bar for both of its uses."""
     return rows > MAJORITY_CUT * len(scores)
@@ -593,8 +599,7 @@ def fall_back(t: Threshold, name: str, scores: np.ndarray, rule: Callable[[np.nd
     if withdrawn:
         shares = {n: share(value) for n, share in votes.items()}
         evidence.update({f"fallback_{VOTES[n]}": v for n, v in shares.items()})
-        said = "; ".join(f"{v:.0%} of its rows' {_VOTED[n]} lie nearer the safety set's prompts than the kept rows' for B"
-                         for n, v in shares.items())
+        said = _said(shares)
         if max(shares.values()) <= 0.5:
             return replace(t, rationale=f"{t.rationale}; the same rule on `{name}` would drop {rows} rows, not backed "
                            f"either: {said}", evidence=evidence)
@@ -622,8 +627,7 @@ def _backed_by_votes(t: Threshold, scores: np.ndarray, votes: dict[str, float]) 
         return t
     rows = int((np.asarray(scores, dtype=np.float64) > weak).sum())
     evidence = {**t.evidence, **{VOTES[name]: share for name, share in votes.items()}}
-    said = "; ".join(f"{share:.0%} of its rows' {_VOTED[name]} lie nearer the safety set's prompts than the kept "
-                     "rows' for B" for name, share in votes.items())
+    said = _said(votes)
     if max(votes.values()) <= 0.5:
         return Threshold(math.inf, t.method, f"{t.rationale}; the weak cut at {weak:.4g} ({rows} rows) is not backed "
                          f"either: {said}", evidence)
