@@ -31,8 +31,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Iterator
+from multiprocessing import get_context
+from multiprocessing.pool import Pool
 from pathlib import Path
 from typing import Any
 
@@ -210,11 +213,19 @@ def clean_sets(task_shapes: dict[str, Any], clean_seeds: range) -> Iterator[tupl
                 yield f"clean {tk}", seed - clean_seeds.start, task(np.random.default_rng(seed), n)
 
 
-def synthetic(task_shapes: dict[str, Any], unsafe_shapes: dict[str, Any], seeds: range, clean_seeds: range) -> list[dict[str, Any]]:
-    """Every labelled set (``labelled_sets``), judged; then every clean set (``clean_sets``)."""
-    sets = [{"set": name, "seed": seed, **judge(x, y)} for name, seed, _, _, _, x, y in labelled_sets(task_shapes, unsafe_shapes, seeds)]
-    sets += [{"set": name, "seed": seed, **judge(x, np.zeros(len(x), bool))} for name, seed, x in clean_sets(task_shapes, clean_seeds)]
-    return sets
+def _judged(name: str, seed: int, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    return {"set": name, "seed": seed, **judge(x, y)}
+
+
+def synthetic(task_shapes: dict[str, Any], unsafe_shapes: dict[str, Any], seeds: range, clean_seeds: range,
+              pool: Pool) -> list[dict[str, Any]]:
+    """Every labelled set (``labelled_sets``), judged; then every clean set (``clean_sets``), in that order.
+
+    The sets are drawn here and judged in ``pool``'s processes: each judgement is independent and CPU-bound
+    (a few EM fits), so the benchmark's wall time divides by the cores."""
+    jobs = [(name, seed, x, y) for name, seed, _, _, _, x, y in labelled_sets(task_shapes, unsafe_shapes, seeds)]
+    jobs += [(name, seed, x, np.zeros(len(x), bool)) for name, seed, x in clean_sets(task_shapes, clean_seeds)]
+    return pool.starmap(_judged, jobs, chunksize=8)
 
 
 CORROBORATED = "mixture+corroboration"
@@ -487,6 +498,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "thresholds.json"))
     ap.add_argument("--real-only", action="store_true",
                     help="recompute only the real runs; the tuning groups are read back from --out (they change only with the rule)")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count(), help="processes that judge the synthetic sets")
     a = ap.parse_args()
     real = real_runs()
     by_group = {"tuning: real runs": [s for s in real if s["tuned_on"]], "evaluation: real runs": [s for s in real if not s["tuned_on"]],
@@ -500,7 +512,8 @@ def main() -> None:
     if a.real_only:
         groups = {g: v for g, v in json.loads(Path(a.out).read_text())["sets"].items() if g not in by_group} | by_group
     else:
-        synth = {g: synthetic(*args) for g, args in SYNTHETIC_GROUPS.items()}
+        with get_context("fork").Pool(a.jobs) as pool:
+            synth = {g: synthetic(*args, pool) for g, args in SYNTHETIC_GROUPS.items()}
         groups = {"tuning: synthetic": synth.pop("tuning: synthetic"), "tuning: demo": [demo()], **by_group, **synth}
     summary = {g: {rule: gates(sets, rule) for rule in [*thresholds.AUTO_METHODS, CORROBORATED, UNEXTENDED] if any(s.get(rule) for s in sets)}
                for g, sets in groups.items() if sets}
