@@ -302,15 +302,23 @@ TWENTY_THIRD_SESSION_RUNS = {
 """Fresh runs for the vote-backed fallback after a withdrawn cut (2026-12-05, twenty-third session; pre-registered in
 RESULTS.md before the first started): seed 15, which no run had used, on calendar corpora, where the votes withdraw
 cuts. No rule or candidate has seen them."""
-MADE_AFTER_REPLY_VOTE = (FOURTEENTH_SESSION_RUNS | FIFTEENTH_SESSION_RERUNS | SEVENTEENTH_SESSION_RERUNS | TWENTY_SECOND_SESSION_RUNS
-                         | TWENTY_THIRD_SESSION_RUNS)
+TWENTY_FOURTH_SESSION_RUNS = {
+    f"{spec}-320rows-seed16-defaults-safety80" for spec in ("docstrings-25pct-varied", "wordnet-10pct-varied")
+}
+"""Fresh runs of the package default as the twenty-third session left it (2026-12-05, twenty-fourth session;
+pre-registered in RESULTS.md before the first started): the issue's own shape, seed 16, which no run had used. No
+rule or candidate has seen them; they are judged as they come."""
+SINCE_TWENTY_SECOND_SESSION = TWENTY_SECOND_SESSION_RUNS | TWENTY_THIRD_SESSION_RUNS | TWENTY_FOURTH_SESSION_RUNS
+"""The fresh runs since the twenty-second session: made after corroboration, the prompt and reply votes, the vote
+extension and the ``delta`` fallback were written down, so they are evaluation runs for each of those."""
+MADE_AFTER_REPLY_VOTE = (FOURTEENTH_SESSION_RUNS | FIFTEENTH_SESSION_RERUNS | SEVENTEENTH_SESSION_RERUNS | SINCE_TWENTY_SECOND_SESSION)
 """Real runs whose reply states were first computed after ``reply_prompts`` joined the default (fourteenth
 session): its only evaluation runs. The 17 runs whose reply states ``score_probes.py --probe replies`` added are
 the data it was adopted on."""
 
 MADE_AFTER_FALLBACK = {
     "docstrings-10pct-varied-320rows-seed12-defaults-safety80", "mixed-00pct-varied-320rows-seed12-defaults-safety80",
-} | FOURTEENTH_SESSION_RUNS | TWENTY_SECOND_SESSION_RUNS | TWENTY_THIRD_SESSION_RUNS
+} | FOURTEENTH_SESSION_RUNS | SINCE_TWENTY_SECOND_SESSION
 """Real runs made after ``filter.fallback`` took the form it had until the twenty-third session (no fallback after
 a withdrawn cut; pre-registered in RESULTS.md after the first two seed-12 runs): its only evaluation runs. Since
 the twenty-third session a fallback after a withdrawn cut is made where the votes back it; its fresh runs are
@@ -327,13 +335,13 @@ MADE_AFTER_CORROBORATION = {
     "calendar-50pct-varied-240rows-seed7-defaults-safety80", "calendar-00pct-varied-320rows-seed8-defaults-safety80",
     "docstrings-50pct-varied-240rows-seed8-defaults-safety80", "calendar-00pct-varied-320rows-seed9-defaults-safety80",
     "mixed-00pct-varied-320rows-seed9-defaults-safety80", "docstrings-25pct-templated-120rows-seed9-strong-evaluation.enabled=false",
-} | TWELFTH_SESSION_RUNS | THIRTEENTH_SESSION_RUNS | FOURTEENTH_SESSION_RUNS | TWENTY_SECOND_SESSION_RUNS | TWENTY_THIRD_SESSION_RUNS
+} | TWELFTH_SESSION_RUNS | THIRTEENTH_SESSION_RUNS | FOURTEENTH_SESSION_RUNS | SINCE_TWENTY_SECOND_SESSION
 """Real runs made after corroboration was chosen (on every run before them, 2026-12-02): the only
 evaluation runs for ``mixture+corroboration``; they are also in the evaluation group above."""
 MADE_AFTER_SAFETY_PROMPTS = {
     "docstrings-50pct-varied-240rows-seed8-defaults-safety80", "calendar-00pct-varied-320rows-seed9-defaults-safety80",
     "mixed-00pct-varied-320rows-seed9-defaults-safety80", "docstrings-25pct-templated-120rows-seed9-strong-evaluation.enabled=false",
-} | TWELFTH_SESSION_RUNS | THIRTEENTH_SESSION_RUNS | FOURTEENTH_SESSION_RUNS | TWENTY_SECOND_SESSION_RUNS | TWENTY_THIRD_SESSION_RUNS
+} | TWELFTH_SESSION_RUNS | THIRTEENTH_SESSION_RUNS | FOURTEENTH_SESSION_RUNS | SINCE_TWENTY_SECOND_SESSION
 """Real runs made after ``safety_prompts`` joined the default (2026-12-03, tenth session), with the
 pipeline's own prompt states: the only evaluation runs for it. The 21 runs whose states
 ``score_probes.py --probe prompts`` added are its tuning data. The prompt vote alone became the
@@ -351,8 +359,7 @@ where the net count of safety votes, walking down the scores, peaks (``filtering
 BEFORE_EXTENSION = Config(filter=FilterConfig(extend_by_votes=False))
 """The config of ``UNEXTENDED``."""
 
-MADE_AFTER_EXTENSION = (TWELFTH_SESSION_RUNS | THIRTEENTH_SESSION_RUNS | FOURTEENTH_SESSION_RUNS | TWENTY_SECOND_SESSION_RUNS
-                        | TWENTY_THIRD_SESSION_RUNS)
+MADE_AFTER_EXTENSION = (TWELFTH_SESSION_RUNS | THIRTEENTH_SESSION_RUNS | FOURTEENTH_SESSION_RUNS | SINCE_TWENTY_SECOND_SESSION)
 """Real runs made after the vote extension was written down (2026-12-03, twelfth session): its only evaluation runs."""
 
 
@@ -508,7 +515,8 @@ def main() -> None:
                 "evaluation of the delta fallback: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_FALLBACK],
                 "evaluation of the reply vote: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_REPLY_VOTE],
                 "fresh runs of the default: twenty-second session": [s for s in real if s["set"] in TWENTY_SECOND_SESSION_RUNS],
-                "fresh runs: twenty-third session": [s for s in real if s["set"] in TWENTY_THIRD_SESSION_RUNS]}
+                "fresh runs: twenty-third session": [s for s in real if s["set"] in TWENTY_THIRD_SESSION_RUNS],
+                "fresh runs of the default: twenty-fourth session": [s for s in real if s["set"] in TWENTY_FOURTH_SESSION_RUNS]}
     if a.real_only:
         groups = {g: v for g, v in json.loads(Path(a.out).read_text())["sets"].items() if g not in by_group} | by_group
     else:
