@@ -303,11 +303,12 @@ TWENTY_THIRD_SESSION_RUNS = {
 RESULTS.md before the first started): seed 15, which no run had used, on calendar corpora, where the votes withdraw
 cuts. No rule or candidate has seen them."""
 TWENTY_FOURTH_SESSION_RUNS = {
-    f"{spec}-320rows-seed16-defaults-safety80" for spec in ("docstrings-25pct-varied", "wordnet-10pct-varied")
+    f"{spec}-320rows-seed{seed}-defaults-safety80" for spec, seed in (
+        ("docstrings-25pct-varied", 16), ("wordnet-10pct-varied", 16), ("calendar-25pct-varied", 17), ("wordnet-10pct-varied", 17))
 }
 """Fresh runs of the package default as the twenty-third session left it (2026-12-05, twenty-fourth session;
-pre-registered in RESULTS.md before the first started): the issue's own shape, seed 16, which no run had used. No
-rule or candidate has seen them; they are judged as they come."""
+pre-registered in RESULTS.md before each started): the issue's own shape, seed 16, and seed 17 for the net-votes
+candidate (two of its four; no run had used either seed). No rule has been chosen on them; they are judged as they come."""
 SINCE_TWENTY_SECOND_SESSION = TWENTY_SECOND_SESSION_RUNS | TWENTY_THIRD_SESSION_RUNS | TWENTY_FOURTH_SESSION_RUNS
 """The fresh runs since the twenty-second session: made after corroboration, the prompt and reply votes, the vote
 extension and the ``delta`` fallback were written down, so they are evaluation runs for each of those."""
