@@ -377,21 +377,22 @@ def config_cut(scores: dict[str, np.ndarray], states: States | None, cfg: Config
     x = scores[cfg.scoring.method]
     # Runs made before the score stage wrote `refusal` (and not probed for it since) lack it.
     others = {name: scores[name] for name in corroborating_scores(cfg) if name in scores}
-    votes = {}
-    if states is not None:
+
+    def votes_on(score: np.ndarray) -> dict[str, Any]:
+        """Each vote the run has states for, on cuts of ``score`` (the filter's own, or the fallback's)."""
+        if states is None:
+            return {}
         rows, safety, replies = states
         columns = {thresholds.SAFETY_PROMPTS: rows, thresholds.REPLY_PROMPTS: replies}
-        votes = {name: (lambda value, c=columns[name]: prompts.cut_share([(x, c)], value, safety))
-                 for name in votes_asked(cfg) if columns[name] is not None}
+        return {name: (lambda value, c=columns[name]: prompts.cut_share([(score, c)], value, safety))
+                for name in votes_asked(cfg) if columns[name] is not None}
+
     fallback = fallback_score(cfg)
     extension = None
     if states is not None and thresholds.SAFETY_PROMPTS in votes_asked(cfg):
         extension = lambda value: prompts.vote_extension(lambda: [(x, states[0])], value, states[1])  # noqa: E731
-    fallback_votes = None
-    if fallback and states is not None:
-        fallback_votes = {name: (lambda value, c=columns[name]: prompts.cut_share([(scores[fallback], c)], value, safety))
-                          for name in votes_asked(cfg) if columns[name] is not None}
-    return choose_threshold(x, cfg.filter, others, votes, scores[fallback] if fallback else None, extension, fallback_votes)
+    return choose_threshold(x, cfg.filter, others, votes_on(x), scores[fallback] if fallback else None, extension,
+                            votes_on(scores[fallback]) if fallback else None)
 
 
 def judgeable(scores: dict[str, np.ndarray], states: States | None, cfg: Config) -> bool:
