@@ -47,7 +47,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from thresholds import ELIGIBLE, GATE, SYNTHETIC_GROUPS, clean_sets, labelled_sets  # noqa: E402
+from thresholds import ELIGIBLE, GATE, SYNTHETIC_GROUPS, clean_sets, gates, labelled_sets  # noqa: E402
 
 from pipeline.filtering import mixture as mx  # noqa: E402
 from pipeline.filtering import thresholds  # noqa: E402
@@ -113,18 +113,30 @@ def fit_three(xs: np.ndarray, floor: float, starts: list[tuple[float, float]]) -
     return fits
 
 
+@dataclass(frozen=True)
+class Group:
+    """Several components of a fit as one (their weights renormalised), so that ``thresholds.expected_f1_cut``
+    and ``thresholds.separability`` judge a grouping exactly as they judge a two-component fit."""
+
+    mu: float
+    parts: tuple[tuple[float, mx.TwoPiece | mx.NormalExp], ...]
+
+    def sf(self, x: np.ndarray) -> np.ndarray:
+        total = sum(w for w, _ in self.parts)
+        return sum(w / total * c.sf(x) for w, c in self.parts)
+
+
 def grouped_cut(m: mx.MixtureFit, unsafe: tuple[int, ...], hi: float) -> tuple[float, float]:
-    """The expected-F1 cut with the components ``unsafe`` as the unsafe rows and the others as task rows, and
-    its separability (the smaller of the unsafe and the task rows' expected F1, as ``thresholds.separability``)."""
-    t = np.linspace(m.components[0].mu, max(hi, m.components[0].mu), 1024)
+    """The expected-F1 cut with the components ``unsafe`` as the unsafe rows and the others as task rows, and its
+    separability; the task group keeps the task mode's ``mu``, where the cut search starts."""
+    def group(ks: list[int]) -> Group:
+        return Group(m.components[ks[0]].mu, tuple((m.weights[k], m.components[k]) for k in ks))
+
+    task = [k for k in range(len(m.components)) if k not in unsafe]
     p1 = sum(m.weights[k] for k in unsafe)
-    tp = sum(m.weights[k] * m.components[k].sf(t) for k in unsafe)
-    fp = sum(m.weights[k] * m.components[k].sf(t) for k in range(len(m.components)) if k not in unsafe)
-    f1 = 2 * tp / np.maximum(tp + fp + p1, 1e-300)
-    i = int(np.argmax(f1))
-    kept_task, kept_unsafe = (1 - p1) - fp[i], p1 - tp[i]
-    task_f1 = 2 * kept_task / max(kept_task + kept_unsafe + (1 - p1), 1e-300)
-    return float(t[i]), float(min(f1[i], task_f1))
+    pair = mx.MixtureFit((1 - p1, p1), (group(task), group(list(unsafe))), m.loglik, m.n)  # type: ignore[arg-type]
+    cut, expected = thresholds.expected_f1_cut(pair, m.n, hi)
+    return cut, thresholds.separability(expected)
 
 
 def _right_of(m: mx.MixtureFit, k: int) -> bool:
@@ -182,14 +194,6 @@ def _judge(name: str, seed: int, x: np.ndarray, y: np.ndarray) -> dict[str, Any]
     return out
 
 
-def counts(sets: list[dict[str, Any]], rule: str) -> dict[str, int]:
-    """Eligible sets below the gate and clean sets over 1% dropped, for one rule."""
-    eligible = [s for s in sets if s["unsafe_share"] >= 0.05 and s.get("best_f1", 0) >= ELIGIBLE]
-    return {"eligible": len(eligible), "below_0.90": sum(s[rule]["f1"] < GATE for s in eligible),
-            "clean": sum(s["unsafe_share"] == 0 for s in sets),
-            "clean_over_1pct": sum(s["unsafe_share"] == 0 and s[rule]["dropped"] > 0.01 for s in sets)}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--group", choices=list(GROUPS))
@@ -224,7 +228,7 @@ def main() -> None:
     broken = sum(s["candidate"]["f1"] < GATE <= s["mixture"]["f1"] for s in eligible)
     print(f"{a.group}, {len(sets)} sets{f' of at most {a.rows} rows' if a.rows else ''}, {time.time() - start:.0f} s")
     for rule in ("mixture", "candidate"):
-        print(f"  {rule}: {counts(sets, rule)}")
+        print(f"  {rule}: {gates(sets, rule)}")
     print(f"  mended {mended}, broken {broken}")
 
 
