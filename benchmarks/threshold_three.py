@@ -160,9 +160,10 @@ def unsafe_components(m: mx.MixtureFit, hi: float) -> tuple[tuple[int, ...], flo
     return None
 
 
-def candidate(scores: np.ndarray) -> thresholds.Threshold:
-    """The default ``mixture`` cut, lowered to a three-component fit's where one counts (module docstring)."""
-    t = thresholds.mixture(scores)
+def candidate(scores: np.ndarray, t: thresholds.Threshold | None = None) -> thresholds.Threshold:
+    """The default ``mixture`` cut ``t`` (computed if not given), lowered to a three-component fit's where one counts
+    (module docstring)."""
+    t = thresholds.mixture(scores) if t is None else t
     if not math.isfinite(t.value):
         return t
     x = np.asarray(scores, dtype=np.float64)
@@ -188,8 +189,9 @@ def _judge(name: str, seed: int, x: np.ndarray, y: np.ndarray) -> dict[str, Any]
     out: dict[str, Any] = {"set": name, "seed": seed, "rows": len(x), "unsafe_share": float(y.mean())}
     if y.any():
         out["best_f1"] = precision_recall_f1(x > thresholds.best_f1(x, y).value, y)["f1"]
-    for rule, f in (("mixture", thresholds.mixture), ("candidate", candidate)):
-        drop = x > f(x).value
+    default = thresholds.mixture(x)  # judged as it is, and the candidate starts from it
+    for rule, t in (("mixture", default), ("candidate", candidate(x, default))):
+        drop = x > t.value
         out[rule] = {**precision_recall_f1(drop, y), "dropped": float(drop.mean())}
     return out
 
