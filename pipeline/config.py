@@ -149,7 +149,8 @@ class FilterConfig(Section):
     auto_method: Literal[tuple(AUTO_METHODS)] = Field(  # type: ignore[valid-type]
         "mixture", description="`auto` rule. `mixture`: fit the scores as a task mode alone or a task mode plus an "
         "upper (unsafe) component, both two-piece normals; cut where the fit expects the best F1, nothing if one "
-        "mode explains the scores. `valley`: cut at the density valley before a separate upper mode. `otsu` / "
+        "mode explains the scores; on scoring.method a third component separable from the task mode may lower the "
+        "cut (unsafe rows in two groups). `valley`: cut at the density valley before a separate upper mode. `otsu` / "
         "`gmm`: Otsu's split or the crossing of a two-Gaussian fit, both only if that fit finds two modes "
         "(Ashman's D >= 2)."
     )

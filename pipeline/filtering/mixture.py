@@ -1,4 +1,4 @@
-"""A one- or two-component mixture of two-piece normals, fitted by EM and chosen by BIC.
+"""A mixture of one to three components (two-piece normals and kin), fitted by EM and chosen by BIC.
 
 Why this family: the task rows' forgetting scores form one mode that is often skewed (a task row
 that resembles the safety set forgets a little more), so a symmetric Gaussian null misreads its
@@ -10,7 +10,8 @@ the same family or, when it fits them better, a normal with an exponential right
 and a tail that starts at an edge and thins out is an exponential, which a half-normal fits
 badly. BIC decides whether the second component is worth its four parameters; with none (a
 clean corpus) nothing is cut. Where a cut is made, a task mode with heavier tails (a two-piece
-Student t, ``TwoPieceT``) may raise it, never lower it (``thresholds.mixture``).
+Student t, ``TwoPieceT``) may raise it, never lower it (``thresholds.mixture``), and a second upper
+component (``fit_three``), for unsafe rows in two groups, may lower it, never raise it.
 """
 
 from __future__ import annotations
@@ -240,12 +241,16 @@ def step_two_piece_t(xs: np.ndarray, w: np.ndarray, c: TwoPiece | TwoPieceT, flo
     return TwoPieceT(mu, max(sl ** (1 / 3) * scale, floor), max(sr ** (1 / 3) * scale, floor))
 
 
+Component = TwoPiece | TwoPieceT | NormalExp
+"""A fitted component: its mode ``mu``, ``logpdf`` and tail ``sf``."""
+
+
 @dataclass(frozen=True)
 class MixtureFit:
     """Weights and components, lower mode first; ``loglik`` and ``bic`` on the fitted points."""
 
     weights: tuple[float, ...]
-    components: tuple[TwoPiece | TwoPieceT | NormalExp, ...]
+    components: tuple[Component, ...]
     loglik: float
     n: int
 
@@ -258,7 +263,7 @@ class MixtureFit:
         return -2 * self.loglik + self.n_params * math.log(self.n)
 
 
-def _loglik(xs: np.ndarray, weights: np.ndarray, comps: list[TwoPiece | TwoPieceT | NormalExp]) -> tuple[float, np.ndarray]:
+def _loglik(xs: np.ndarray, weights: np.ndarray, comps: list[Component]) -> tuple[float, np.ndarray]:
     logp = np.stack([math.log(max(wk, 1e-300)) + c.logpdf(xs) for wk, c in zip(weights, comps)], axis=1)
     top = logp.max(axis=1, keepdims=True)
     ll_rows = top[:, 0] + np.log(np.exp(logp - top).sum(axis=1))
@@ -285,8 +290,8 @@ majority (unsafe as the taller peak)."""
 
 def em(xs: np.ndarray, resp: np.ndarray, floor: float, iterations: int = 300, tol: float = 1e-7,
        heavy_task: bool = False) -> MixtureFit | None:
-    """EM for a task component and an upper component (``fit_upper``) on sorted ``xs`` from starting
-    responsibilities ``resp`` (rows x 2); None where a component ends with fewer than two rows.
+    """EM for a task component (column 0) and upper components (``fit_upper``, the other columns) on sorted ``xs``
+    from starting responsibilities ``resp`` (rows x components); None where a component ends with fewer than two rows.
 
     The task component is a two-piece normal, or with ``heavy_task`` a ``TwoPieceT`` (one ECM step per
     iteration, from the two-piece normal at the start); a t task must stay the lower component, else None.
@@ -303,14 +308,14 @@ def em(xs: np.ndarray, resp: np.ndarray, floor: float, iterations: int = 300, to
             task = step_two_piece_t(xs, resp[:, 0], task or fit_two_piece(xs, resp[:, 0], floor), floor)
         else:
             task = fit_two_piece(xs, resp[:, 0], floor)
-        comps = [task, fit_upper(xs, resp[:, 1], floor)]
+        comps = [task, *(fit_upper(xs, resp[:, k], floor) for k in range(1, resp.shape[1]))]
         ll, resp = _loglik(xs, weights, comps)
         if ll - prev < tol * abs(ll):
             break
         prev = ll
     if resp.sum(axis=0).min() < 2 or (heavy_task and comps[1].mu < comps[0].mu):
         return None
-    order = sorted(range(2), key=lambda j: comps[j].mu)
+    order = sorted(range(len(comps)), key=lambda j: comps[j].mu)
     return MixtureFit(tuple(float(weights[j]) for j in order), tuple(comps[j] for j in order), ll, n)
 
 
@@ -334,6 +339,51 @@ def fit_two(xs: np.ndarray, floor: float, heavy_task: bool = False) -> list[Mixt
         if fit is not None:
             fits.append(fit)
     return fits
+
+
+def fit_three(xs: np.ndarray, floor: float, starts: list[tuple[float, float]]) -> list[MixtureFit]:
+    """``em`` for a task mode and two upper components from each start (a, b): the sorted rows below quantile a
+    start as the task's, those between a and b as the middle component's, the rest as the top one's.
+
+    Why: where the unsafe rows form two groups (two reply styles forgotten to different degrees, a near peak
+    and a far tail), the one upper component of ``fit_two`` fits the far group and leaves the near one with the
+    task rows; a third component can fit it (``thresholds.mixture`` decides whose it is).
+    """
+    n, fits = len(xs), []
+    for a, b in starts:
+        i, j = int(a * n), int(b * n)
+        if min(i, j - i, n - j) < 2:
+            continue
+        resp = np.zeros((n, 3))
+        resp[:i, 0], resp[i:j, 1], resp[j:, 2] = 1.0, 1.0, 1.0
+        fit = em(xs, resp, floor)
+        if fit is not None:
+            fits.append(fit)
+    return fits
+
+
+@dataclass(frozen=True)
+class Group:
+    """Components of a fit taken as one, their weights renormalised (``group``): the mode ``mu`` of the first,
+    and the tail ``sf``, all that ``thresholds.expected_f1_cut`` reads of a component."""
+
+    mu: float
+    parts: tuple[tuple[float, Component], ...]
+
+    def sf(self, x: np.ndarray) -> np.ndarray:
+        """P(X > x)."""
+        total = sum(w for w, _ in self.parts)
+        return sum(w / total * c.sf(x) for w, c in self.parts)
+
+
+def group(m: MixtureFit, upper: tuple[int, ...]) -> MixtureFit:
+    """``m`` as a two-component fit: the components ``upper`` as one upper component, the others as the task's."""
+    def joined(ks: list[int]) -> Group:
+        return Group(m.components[ks[0]].mu, tuple((m.weights[k], m.components[k]) for k in ks))
+
+    task = [k for k in range(len(m.components)) if k not in upper]
+    p1 = sum(m.weights[k] for k in upper)
+    return MixtureFit((1 - p1, p1), (joined(task), joined(list(upper))), m.loglik, m.n)  # type: ignore[arg-type]
 
 
 def sample_sorted(x: np.ndarray, seed: int = 0) -> np.ndarray:

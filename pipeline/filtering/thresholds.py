@@ -347,15 +347,14 @@ def separability(expected: dict[str, float]) -> float:
     return min(expected["expected_f1"], expected["expected_task_f1"])
 
 
-def right_of_task(m: mx.MixtureFit) -> bool:
-    """Whether a two-component fit's upper component lies right of its task mode (``RIGHT_MASS_MIN``, ``MODE_GAP_MIN``)."""
-    null, upper = m.components
+def right_of_task(null: mx.Component, upper: mx.Component) -> bool:
+    """Whether an upper component lies right of the task mode ``null`` (``RIGHT_MASS_MIN``, ``MODE_GAP_MIN``)."""
     return float(upper.sf(np.array(null.mu))) >= RIGHT_MASS_MIN and upper.mu - null.mu >= MODE_GAP_MIN * null.left
 
 
 def admissible(m: mx.MixtureFit, expected: dict[str, float]) -> bool:
     """Whether ``mixture`` may cut on the fit ``m``, whose cut expects ``expected``: right of the task mode and separable."""
-    return right_of_task(m) and separability(expected) >= EXPECTED_F1_MIN
+    return right_of_task(*m.components) and separability(expected) >= EXPECTED_F1_MIN
 
 
 Cut = tuple[mx.MixtureFit, float, dict[str, float]]
@@ -365,7 +364,7 @@ Cut = tuple[mx.MixtureFit, float, dict[str, float]]
 def likeliest_admissible(fits: list[mx.MixtureFit], n: int, hi: float) -> tuple[Cut | None, float]:
     """The likeliest of ``fits`` that is ``admissible``, with its cut, or None; and the best separability among
     the fits right of the task mode (what ``mixture`` reports when none is separable)."""
-    cuts = [(m, *expected_f1_cut(m, n, hi)) for m in fits if right_of_task(m)]
+    cuts = [(m, *expected_f1_cut(m, n, hi)) for m in fits if right_of_task(*m.components)]
     best = max((separability(c[2]) for c in cuts), default=0.0)
     return max((c for c in cuts if admissible(c[0], c[2])), key=lambda c: c[0].loglik, default=None), best
 
@@ -399,15 +398,26 @@ def mixture(scores: np.ndarray) -> Threshold:
     or taller peak is one component. Among the two-component fits whose upper component lies right of the task mode
     (``RIGHT_MASS_MIN``, ``MODE_GAP_MIN``) and is separable from it (``EXPECTED_F1_MIN``), the likeliest is taken; it
     must beat one component by ``BIC_MIN``. Otherwise nothing is dropped. The cut maximises the F1
-    that the fit itself expects, weighing a missed unsafe row and a lost task row equally.
+    that the fit itself expects, weighing a missed unsafe row and a lost task row equally. Where it cuts, a
+    third component may lower the cut (``lowered_by_a_third_component``).
     """
+    return _mixture(scores, third=True)
+
+
+def two_component_mixture(scores: np.ndarray) -> Threshold:
+    """``mixture`` without the third component: its rule on scores other than the filter's own (``ON_OTHER_SCORES``)."""
+    return _mixture(scores, third=False)
+
+
+def _mixture(scores: np.ndarray, third: bool) -> Threshold:
     finite = _finite(scores)
     xs, n_all = mx.sample_sorted(finite), len(finite)
     evidence: dict[str, float | int] = {"rows": n_all, "estimated_unsafe_share": 0.0}
     if len(xs) < 8 or xs[0] == xs[-1]:
         return Threshold(math.inf, "mixture", "too few distinct scores to fit a mixture: nothing dropped", evidence)
     floor = scale_floor(xs)
-    chosen, f1 = likeliest_admissible(mx.fit_two(xs, floor), n_all, float(xs[-1]))
+    twos = mx.fit_two(xs, floor)
+    chosen, f1 = likeliest_admissible(twos, n_all, float(xs[-1]))
     if chosen is None:
         return Threshold(math.inf, "mixture", f"no upper component separable from the task mode (best expected F1 "
                          f"{f1:.2f} < {EXPECTED_F1_MIN:g}): nothing dropped", {**evidence, "expected_f1": f1})
@@ -432,14 +442,97 @@ def mixture(scores: np.ndarray) -> Threshold:
         tails = " (heavy-tailed: a two-piece t fits it better and raises the cut)"
     z = (value - null.mu) / null.right
     evidence.update(expected, estimated_unsafe_share=two.weights[1], cut_in_task_scales=z)
-    return Threshold(value, "mixture", f"task mode at {null.mu:.3g}{tails}, an upper component at {unsafe.mu:.3g} holding "
-                     f"~{two.weights[1]:.1%} of rows (BIC gain {gain:.0f}); cut at {value:.4g}, {z:.1f} task scales above "
-                     f"the task mode, where the fit expects precision {expected['expected_precision']:.2f} and recall "
-                     f"{expected['expected_recall']:.2f} (~{expected['expected_false_drops']:.0f} task rows dropped, "
-                     f"~{expected['expected_missed_unsafe']:.0f} unsafe rows missed)", evidence)
+    t = Threshold(value, "mixture", f"task mode at {null.mu:.3g}{tails}, an upper component at {unsafe.mu:.3g} holding "
+                  f"~{two.weights[1]:.1%} of rows (BIC gain {gain:.0f}); cut at {value:.4g}, {z:.1f} task scales above "
+                  f"the task mode, {_expects(expected)}", evidence)
+    if not third:
+        return t
+    bar = min(one_bic, *(f.bic for f in twos)) - BIC_MIN
+    return lowered_by_a_third_component(t, xs, floor, bar, two.weights[1])
+
+
+def _expects(expected: dict[str, float]) -> str:
+    return (f"where the fit expects precision {expected['expected_precision']:.2f} and recall "
+            f"{expected['expected_recall']:.2f} (~{expected['expected_false_drops']:.0f} task rows dropped, "
+            f"~{expected['expected_missed_unsafe']:.0f} unsafe rows missed)")
+
+
+MIDDLE_STARTS = (0.4, 0.6, 0.75, 0.9)
+"""Where a third component's EM starts take the middle rows from (quantiles of the sorted scores, up to the
+two-component fit's split); ``mixture.START_QUANTILES`` without its smallest tail."""
+CUT_BEFORE_THIRD = "cut_before_third_component"
+"""Evidence key of the two-component cut that a third component lowered."""
+
+
+def lowered_by_a_third_component(t: Threshold, xs: np.ndarray, floor: float, bar: float, unsafe_share: float) -> Threshold:
+    """``t``, the two-component cut on the sorted scores ``xs``, lowered to a three-component fit's cut where one counts.
+
+    Why: where the unsafe rows form two groups (two reply styles forgotten to different degrees, a near peak
+    and a far tail), the two-component fit's one upper component fits the far group and the cut leaves the
+    near one with the task rows (most of the synthetic sets the two-component rule missed were cut too high:
+    139 of 208, ``benchmarks/RESULTS.md``). A task mode and two upper components are fitted (``mixture.fit_three``,
+    the top one started at the two-component fit's split ``1 - unsafe_share``); a fit counts if its BIC beats
+    ``bar`` (the one-mode and every two-component fit's, less ``BIC_MIN``): the third component pays its way by
+    the same bar as the second. Whose the middle component is, the rule already says for one upper component:
+    unsafe if it lies right of the task mode and is separable from it on its own, otherwise merged into the
+    task mode (a skewed mode's shoulder, a second task source), as mixture components are merged into
+    clusters (Hennig 2010); ``unsafe_components``. The likeliest fit that counts gives its expected-F1 cut,
+    taken only if lower: a third component never raises a cut, as the heavy-tailed task mode never lowers one.
+    Judged before adoption on fresh synthetic sets and real runs (``benchmarks/RESULTS.md``, twenty-fifth and
+    twenty-sixth sessions).
+    """
+    hi, b = float(xs[-1]), 1 - unsafe_share
+    best = None
+    for m in mx.fit_three(xs, floor, [(a, b) for a in MIDDLE_STARTS if a < b - 0.01]):
+        found = unsafe_components(m, int(t.evidence["rows"]), hi) if m.bic < bar else None
+        if found and (best is None or m.loglik > best[0].loglik):
+            best = (m, *found)
+    if best is None or best[2] >= t.value:
+        return t
+    m, upper, value, expected = best
+    task, middle, top = m.components
+    share = sum(m.weights[k] for k in upper)
+    z = (value - task.mu) / task.right
+    whose = (f"a middle component at {middle.mu:.3g} (~{m.weights[1]:.1%} of rows), separable from the task mode, "
+             f"and the top one at {top.mu:.3g} are unsafe" if upper == (1, 2) else
+             f"a middle component at {middle.mu:.3g} is the task mode's (not separable from it), the top one at "
+             f"{top.mu:.3g} unsafe")
+    evidence = {**t.evidence, **expected, "estimated_unsafe_share": share, "cut_in_task_scales": z, "task_mode": task.mu,
+                "task_scale_right": task.right, "unsafe_mode": top.mu, "middle_mode": middle.mu,
+                "unsafe_components": len(upper), CUT_BEFORE_THIRD: t.value}
+    return replace(t, value=value, evidence=evidence,
+                   rationale=f"{t.rationale}; a third component lowers the cut to {value:.4g}: task mode at {task.mu:.3g}, "
+                   f"{whose}, ~{share:.1%} of rows unsafe (BIC {bar + BIC_MIN - m.bic:.0f} below the best one- or "
+                   f"two-component fit's); {z:.1f} task scales above the task mode, {_expects(expected)}")
+
+
+def unsafe_components(m: mx.MixtureFit, n: int, hi: float) -> tuple[tuple[int, ...], float, dict[str, float]] | None:
+    """Which upper components of a three-component fit ``m`` of ``n`` rows hold the unsafe rows, with the cut and what
+    the fit expects there: the middle and top ones if both lie right of the task mode and the middle one is separable
+    from it on its own; otherwise the top one, if it lies right of the task mode. None if that grouping, taken as one
+    upper component (``mixture.group``), is not separable from the rest."""
+    task, middle, top = m.components
+    if right_of_task(task, middle) and right_of_task(task, top):
+        w0, w1 = m.weights[0], m.weights[1]
+        pair = mx.MixtureFit((w0 / (w0 + w1), w1 / (w0 + w1)), (task, middle), m.loglik, m.n)
+        if separability(expected_f1_cut(pair, n, hi)[1]) >= EXPECTED_F1_MIN:
+            cut, expected = expected_f1_cut(mx.group(m, (1, 2)), n, hi)
+            if separability(expected) >= EXPECTED_F1_MIN:
+                return (1, 2), cut, expected
+    if right_of_task(task, top):
+        cut, expected = expected_f1_cut(mx.group(m, (2,)), n, hi)
+        if separability(expected) >= EXPECTED_F1_MIN:
+            return (2,), cut, expected
+    return None
 
 
 AUTO_METHODS = {"mixture": mixture, "valley": valley, "otsu": otsu, "gmm": gmm}
+ON_OTHER_SCORES = {"mixture": two_component_mixture}
+"""The rule an automatic method runs on a score other than the filter's own (``filter.fallback``, a score in
+``filter.corroborate``), where it differs: ``mixture`` without the third component. On ``delta`` a task
+sub-type separates in absolute nats: a third component took one (47 rows of a calendar corpus) as unsafe and
+lowered the fallback's cut into it, and the votes then refused the whole cut (F1 1.000 -> 0.000;
+``benchmarks/RESULTS.md``, twenty-fifth session)."""
 
 
 SAFETY_PROMPTS = "safety_prompts"

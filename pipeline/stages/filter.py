@@ -67,21 +67,23 @@ def choose_threshold(scores: np.ndarray, f: FilterConfig, others: dict[str, np.n
     a cut the prompt vote backed is moved down by ``extension`` (a function from that cut's value to the
     extended one, ``filtering.prompts.vote_extension``) if ``filter.extend_by_votes``; where the rule found
     no cut, ``fallback`` (the ``filter.fallback`` score's column) may make it, where the rule's cut was withdrawn
-    only if one of the ``fallback_votes`` (the same votes, on a cut of that column) backs it."""
+    only if one of the ``fallback_votes`` (the same votes, on a cut of that column) backs it. On scores other than
+    the filter's own the rule is ``thresholds.ON_OTHER_SCORES``'s where it has one."""
     if f.method == "fixed":
         return thresholds.fixed(float(f.value))
     if f.method == "drop_fraction":
         return thresholds.drop_fraction(scores, float(f.value))
     rule = thresholds.AUTO_METHODS[f.auto_method]
+    other = thresholds.ON_OTHER_SCORES.get(f.auto_method, rule)
     t = rule(scores)
     cut = thresholds.proposed_cut(t)
     shares = {name: share(cut) for name, share in (votes or {}).items()} if cut is not None else {}
-    t = thresholds.corroborate(t, scores, others or {}, rule, shares)
+    t = thresholds.corroborate(t, scores, others or {}, other, shares)
     if extension is not None and f.extend_by_votes and thresholds.extendable(t):
         t = thresholds.extend_by_votes(t, scores, extension(t.value))
     if fallback is None or f.fallback is None:
         return t
-    return thresholds.fall_back(t, f.fallback, fallback, rule, fallback_votes)
+    return thresholds.fall_back(t, f.fallback, fallback, other, fallback_votes)
 
 
 def _state_batches(run: RunDir, name: str, score: str = col.FORGETTING

@@ -172,6 +172,18 @@ def test_only_a_cut_the_prompt_vote_backed_is_extended_and_only_when_the_config_
     assert thresholds.CUT_BEFORE_EXTENSION not in stays.evidence and "the cut stays" in stays.rationale
 
 
+def test_the_fallback_score_is_cut_without_the_third_component():
+    # On another score (the fallback's `delta`) a task sub-type can separate in absolute nats, so the rule there is
+    # the two-component one (thresholds.ON_OTHER_SCORES): on unsafe rows in two groups it cuts the far one alone,
+    # where on the filter's own score a third component takes the near one too.
+    r = np.random.default_rng(0)
+    one_mode = r.normal(0.1, 0.05, 320)
+    delta = np.r_[r.normal(0.05, 0.04, 160), r.normal(0.4, 0.01, 80), r.normal(0.8, 0.01, 80)]
+    t = choose_threshold(one_mode, build_config({}, ["filter.corroborate=[]"]).filter, {}, None, delta)
+    assert t.score == "delta" and (delta > t.value).sum() == 80
+    assert (delta > thresholds.mixture(delta).value).sum() == 160
+
+
 def test_where_the_filters_own_score_drops_nothing_the_fallback_score_may_cut_a_minority():
     # Unsafe replies to ordinary prompts: log_ratio shows one mode, delta a clear upper group of 60 of 300.
     r = np.random.default_rng(0)

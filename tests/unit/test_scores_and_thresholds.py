@@ -183,6 +183,43 @@ def test_mixture_cuts_an_exponential_tail_that_is_half_the_corpus():
     assert precision_recall_f1(x > thresholds.mixture(x).value, y)["f1"] > 0.95
 
 
+def _two_unsafe_groups(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unsafe rows in two groups (two reply styles forgotten to different degrees), half of the corpus."""
+    rng = np.random.default_rng(seed)
+    x = np.r_[rng.normal(0.05, 0.04, 160), rng.normal(0.4, 0.01, 80), rng.normal(0.8, 0.01, 80)]
+    return x, np.r_[np.zeros(160), np.ones(160)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_third_component_takes_the_near_unsafe_group_the_upper_component_left(seed):
+    # One upper component fits the far group only and the cut leaves the near one with the task rows (F1 0.67);
+    # the third component fits the near group, separable from the task mode, and lowers the cut below it (F1 1.00
+    # at seeds 0 and 2; 0.94 at seed 1, where the likeliest fit's task component reaches into the near group).
+    x, y = _two_unsafe_groups(seed)
+    two, t = thresholds.two_component_mixture(x), thresholds.mixture(x)
+    assert precision_recall_f1(x > two.value, y)["f1"] < 0.7
+    assert precision_recall_f1(x > t.value, y)["f1"] > 0.9, t.rationale
+    ev = t.evidence
+    assert ev[thresholds.CUT_BEFORE_THIRD] == two.value and ev["unsafe_components"] == 2
+    # the share the report gives is the near and far groups' (0.40-0.50 of the rows), not the far group's (0.25)
+    assert 0.35 < ev["estimated_unsafe_share"] <= 0.52 and "third component" in t.rationale
+
+
+def test_a_middle_component_not_separable_from_the_task_mode_is_the_task_modes():
+    # A task mode (0, scale 1), a middle component 2 scales above it (15%) and a far unsafe one (30%). Taken with the
+    # far one, the middle component passes the separability test (0.91) and would pull the cut to 1.56, into the
+    # task mode's shoulder; on its own it does not (0.72), so it is merged into the task mode (a skewed mode's
+    # shoulder, a second task source) and the cut is the far component's alone.
+    m = mx.MixtureFit((0.55, 0.15, 0.30), (mx.TwoPiece(0.0, 1.0, 1.0), mx.TwoPiece(2.0, 1.0, 1.0), mx.TwoPiece(8.0, 1.0, 1.0)),
+                      0.0, 400)
+    upper, cut, expected = thresholds.unsafe_components(m, 400, 12.0)
+    assert upper == (2,) and cut > 4 and thresholds.separability(expected) > 0.99
+    assert thresholds.separability(thresholds.expected_f1_cut(mx.group(m, (1, 2)), 400, 12.0)[1]) > thresholds.EXPECTED_F1_MIN
+    # 4 scales above the task mode it is separable on its own, and unsafe with the far one.
+    m = mx.MixtureFit(m.weights, (m.components[0], mx.TwoPiece(4.0, 1.0, 1.0), m.components[2]), 0.0, 400)
+    assert thresholds.unsafe_components(m, 400, 12.0)[0] == (1, 2)
+
+
 def test_mixture_reports_its_evidence():
     x, y = _task_and_unsafe(np.random.default_rng(7).normal(0.8, 0.1, 60))
     ev = thresholds.mixture(x).evidence
