@@ -24,7 +24,8 @@ sessions' numbers: RESULTS.md keeps those.
 change in the package, against the same row without it (RESULTS.md: 17.94 / 117 / 0 on the 48 runs judged until
 the twenty-first session; 20.26 / 137 / 0 on 52 with the four fresh seed-14 runs; 21.27 / 153 / 0 on those 52 since
 the vote extension joined the default; 23.26 / 149 / 0 on 55 with the raise-only t task and the vote-backed
-fallback, twenty-third session; 25.48 / 227 / 0 on 58 with the twenty-fourth session's three fresh runs).
+fallback, twenty-third session; 25.48 / 227 / 0 on 58 with the twenty-fourth session's three fresh runs; 29.44 / 303 / 0
+on 64 with the seed-18 runs, before and after the third component joined ``mixture``, twenty-sixth session).
 """
 
 from __future__ import annotations
