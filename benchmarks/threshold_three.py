@@ -18,7 +18,8 @@ the package's ``mixture`` against ``thresholds.two_component_mixture``:
 ``--group`` judges both rules on each set of a synthetic group, in a process pool, and prints the issue's gate
 counts for both: one fit per set gives both cuts (``CUT_BEFORE_THIRD`` is the two-component cut where the third
 component lowered it). ``--real`` gives the two-component rule's totals; ``threshold_totals.py --default-only``
-gives the default's.
+gives the default's. The files in ``benchmarks/threshold_three/`` (criterion (a)) were written by the registered copy:
+there ``mixture`` is the two-component rule and ``candidate`` the third component's.
 """
 
 from __future__ import annotations

@@ -447,8 +447,7 @@ def _mixture(scores: np.ndarray, third: bool) -> Threshold:
                   f"the task mode, {_expects(expected)}", evidence)
     if not third:
         return t
-    bar = min(one_bic, *(f.bic for f in twos)) - BIC_MIN
-    return lowered_by_a_third_component(t, xs, floor, bar, two.weights[1])
+    return lowered_by_a_third_component(t, xs, n_all, floor, min(one_bic, *(f.bic for f in twos)), two.weights[1])
 
 
 def _expects(expected: dict[str, float]) -> str:
@@ -464,16 +463,18 @@ CUT_BEFORE_THIRD = "cut_before_third_component"
 """Evidence key of the two-component cut that a third component lowered."""
 
 
-def lowered_by_a_third_component(t: Threshold, xs: np.ndarray, floor: float, bar: float, unsafe_share: float) -> Threshold:
-    """``t``, the two-component cut on the sorted scores ``xs``, lowered to a three-component fit's cut where one counts.
+def lowered_by_a_third_component(t: Threshold, xs: np.ndarray, n: int, floor: float, rival_bic: float,
+                                 unsafe_share: float) -> Threshold:
+    """``t``, the two-component cut on the sorted scores ``xs`` (of ``n`` rows before sampling), lowered to a
+    three-component fit's cut where one counts.
 
     Why: where the unsafe rows form two groups (two reply styles forgotten to different degrees, a near peak
     and a far tail), the two-component fit's one upper component fits the far group and the cut leaves the
     near one with the task rows (most of the synthetic sets the two-component rule missed were cut too high:
     139 of 208, ``benchmarks/RESULTS.md``). A task mode and two upper components are fitted (``mixture.fit_three``,
-    the top one started at the two-component fit's split ``1 - unsafe_share``); a fit counts if its BIC beats
-    ``bar`` (the one-mode and every two-component fit's, less ``BIC_MIN``): the third component pays its way by
-    the same bar as the second. Whose the middle component is, the rule already says for one upper component:
+    the top one started at the two-component fit's split ``1 - unsafe_share``); a fit counts if its BIC is below
+    ``rival_bic`` (the best of the one-mode and every two-component fit) by more than ``BIC_MIN``: the third
+    component pays its way by the same bar as the second. Whose the middle component is, the rule already says for one upper component:
     unsafe if it lies right of the task mode and is separable from it on its own, otherwise merged into the
     task mode (a skewed mode's shoulder, a second task source), as mixture components are merged into
     clusters (Hennig 2010); ``unsafe_components``. The likeliest fit that counts gives its expected-F1 cut,
@@ -484,7 +485,7 @@ def lowered_by_a_third_component(t: Threshold, xs: np.ndarray, floor: float, bar
     hi, b = float(xs[-1]), 1 - unsafe_share
     best = None
     for m in mx.fit_three(xs, floor, [(a, b) for a in MIDDLE_STARTS if a < b - 0.01]):
-        found = unsafe_components(m, int(t.evidence["rows"]), hi) if m.bic < bar else None
+        found = unsafe_components(m, n, hi) if rival_bic - m.bic > BIC_MIN else None
         if found and (best is None or m.loglik > best[0].loglik):
             best = (m, *found)
     if best is None or best[2] >= t.value:
@@ -502,7 +503,7 @@ def lowered_by_a_third_component(t: Threshold, xs: np.ndarray, floor: float, bar
                 "unsafe_components": len(upper), CUT_BEFORE_THIRD: t.value}
     return replace(t, value=value, evidence=evidence,
                    rationale=f"{t.rationale}; a third component lowers the cut to {value:.4g}: task mode at {task.mu:.3g}, "
-                   f"{whose}, ~{share:.1%} of rows unsafe (BIC {bar + BIC_MIN - m.bic:.0f} below the best one- or "
+                   f"{whose}, ~{share:.1%} of rows unsafe (BIC {rival_bic - m.bic:.0f} below the best one- or "
                    f"two-component fit's); {z:.1f} task scales above the task mode, {_expects(expected)}")
 
 
