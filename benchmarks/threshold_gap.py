@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from thresholds import ELIGIBLE, GATE, SYNTHETIC_GROUPS, clean_sets, gates, labelled_sets  # noqa: E402
+from thresholds import SYNTHETIC_GROUPS, group_jobs, print_comparison  # noqa: E402
 
 from pipeline.filtering import mixture as mx  # noqa: E402
 from pipeline.filtering import thresholds  # noqa: E402
@@ -95,14 +95,10 @@ def main() -> None:
     if a.real:
         import threshold_totals
 
-        thresholds.AUTO_METHODS["mixture"] = CANDIDATE
-        thresholds.ON_OTHER_SCORES["mixture"] = with_resolution_gap(thresholds.two_component_mixture)
-        sys.argv = [sys.argv[0], "--default-only", "--per-run"]
-        threshold_totals.main()
+        threshold_totals.screen_with(CANDIDATE, with_resolution_gap(thresholds.two_component_mixture))
         return
     tasks, unsafe, seeds, clean_seeds = SYNTHETIC_GROUPS[a.group]
-    jobs = [(name, seed, x, y) for name, seed, _, _, _, x, y in labelled_sets(tasks, unsafe, seeds)]
-    jobs += [(name, seed, x, np.zeros(len(x), bool)) for name, seed, x in clean_sets(tasks, clean_seeds)]
+    jobs = group_jobs(tasks, unsafe, seeds, clean_seeds)
     start = time.time()
     with get_context("fork").Pool(a.jobs) as pool:
         sets = pool.starmap(_judge, jobs, chunksize=4)
@@ -115,13 +111,7 @@ def main() -> None:
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(sets, default=float) + "\n")
-    eligible = [s for s in sets if s["unsafe_share"] >= 0.05 and s.get("best_f1", 0) >= ELIGIBLE]
-    mended = sum(s["mixture"]["f1"] < GATE <= s["candidate"]["f1"] for s in eligible)
-    broken = sum(s["candidate"]["f1"] < GATE <= s["mixture"]["f1"] for s in eligible)
-    print(f"{a.group}, {len(sets)} sets, {time.time() - start:.0f} s")
-    for rule in ("mixture", "candidate"):
-        print(f"  {rule}: {gates(sets, rule)}")
-    print(f"  mended {mended}, broken {broken}")
+    print_comparison(f"{a.group}, {len(sets)} sets, {time.time() - start:.0f} s", sets, "mixture", "candidate")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from thresholds import ELIGIBLE, GATE, SYNTHETIC_GROUPS, clean_sets, gates, labelled_sets  # noqa: E402
+from thresholds import SYNTHETIC_GROUPS, group_jobs, print_comparison  # noqa: E402
 
 from pipeline.filtering import thresholds  # noqa: E402
 from pipeline.reporting.metrics import precision_recall_f1  # noqa: E402
@@ -85,26 +85,18 @@ def main() -> None:
     if a.real:
         import threshold_totals
 
-        thresholds.AUTO_METHODS["mixture"] = thresholds.two_component_mixture
-        sys.argv = [sys.argv[0], "--default-only", "--per-run"]
-        threshold_totals.main()
+        threshold_totals.screen_with(thresholds.two_component_mixture)
         return
     tasks, unsafe, seeds, clean_seeds = GROUPS[a.group]
-    jobs = [(name, seed, x, y) for name, seed, _, _, _, x, y in labelled_sets(tasks, unsafe, seeds)]
-    jobs += [(name, seed, x, np.zeros(len(x), bool)) for name, seed, x in clean_sets(tasks, clean_seeds)]
+    jobs = group_jobs(tasks, unsafe, seeds, clean_seeds)
     jobs = [j for j in jobs if a.rows is None or len(j[2]) <= a.rows]
     start = time.time()
     with get_context("fork").Pool(a.jobs) as pool:
         sets = pool.starmap(_judge, jobs, chunksize=4)
     if a.out:
         Path(a.out).write_text(json.dumps(sets, default=float) + "\n")
-    eligible = [s for s in sets if s["unsafe_share"] >= 0.05 and s.get("best_f1", 0) >= ELIGIBLE]
-    mended = sum(s["two_component_mixture"]["f1"] < GATE <= s["mixture"]["f1"] for s in eligible)
-    broken = sum(s["mixture"]["f1"] < GATE <= s["two_component_mixture"]["f1"] for s in eligible)
-    print(f"{a.group}, {len(sets)} sets{f' of at most {a.rows} rows' if a.rows else ''}, {time.time() - start:.0f} s")
-    for rule in ("two_component_mixture", "mixture"):
-        print(f"  {rule}: {gates(sets, rule)}")
-    print(f"  mended {mended}, broken {broken}")
+    print_comparison(f"{a.group}, {len(sets)} sets{f' of at most {a.rows} rows' if a.rows else ''}, {time.time() - start:.0f} s",
+                     sets, "two_component_mixture", "mixture")
 
 
 if __name__ == "__main__":

@@ -33,13 +33,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from thresholds import SEEN_WHILE_TUNING, config_drop, judgeable, run_arrays  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
+from pipeline.filtering import thresholds  # noqa: E402
 from pipeline.reporting.metrics import precision_recall_f1  # noqa: E402
 
 PROMPTS = "filter.corroborate=[safety_prompts]"
@@ -94,6 +98,17 @@ def main() -> None:
     print("| config | summed F1 | task rows dropped | clean corpora cut |\n|---|---:|---:|---:|")
     for name, (f1, task, clean) in totals.items():
         print(f"| {name} | {f1:.2f} | {task} | {clean} |")
+
+
+def screen_with(own: Callable[[np.ndarray], thresholds.Threshold],
+                other: Callable[[np.ndarray], thresholds.Threshold] | None = None) -> None:
+    """``--default-only --per-run`` with ``own`` as ``mixture`` on the filter's own score and, if given, ``other`` as
+    ``mixture`` on the other scores (``thresholds.ON_OTHER_SCORES``): how a benchmark judges a candidate rule on the real runs."""
+    thresholds.AUTO_METHODS["mixture"] = own
+    if other is not None:
+        thresholds.ON_OTHER_SCORES["mixture"] = other
+    sys.argv = [sys.argv[0], "--default-only", "--per-run"]
+    main()
 
 
 if __name__ == "__main__":

@@ -223,9 +223,14 @@ def synthetic(task_shapes: dict[str, Any], unsafe_shapes: dict[str, Any], seeds:
 
     The sets are drawn here and judged in ``pool``'s processes: each judgement is independent and CPU-bound
     (a few EM fits), so the benchmark's wall time divides by the cores."""
+    return pool.starmap(_judged, group_jobs(task_shapes, unsafe_shapes, seeds, clean_seeds), chunksize=8)
+
+
+def group_jobs(task_shapes: dict[str, Any], unsafe_shapes: dict[str, Any], seeds: range,
+               clean_seeds: range) -> list[tuple[str, int, np.ndarray, np.ndarray]]:
+    """Every set of a synthetic group as (name, seed, scores, labels): the labelled sets, then the clean ones (all labels 0)."""
     jobs = [(name, seed, x, y) for name, seed, _, _, _, x, y in labelled_sets(task_shapes, unsafe_shapes, seeds)]
-    jobs += [(name, seed, x, np.zeros(len(x), bool)) for name, seed, x in clean_sets(task_shapes, clean_seeds)]
-    return pool.starmap(_judged, jobs, chunksize=8)
+    return jobs + [(name, seed, x, np.zeros(len(x), bool)) for name, seed, x in clean_sets(task_shapes, clean_seeds)]
 
 
 CORROBORATED = "mixture+corroboration"
@@ -508,6 +513,17 @@ def gates(sets: list[dict[str, Any]], rule: str) -> dict[str, Any]:
     return {"eligible": len(eligible), "f1_min": min(f1, default=math.nan), "f1_median": float(np.median(f1)) if f1 else math.nan,
             "below_0.90": sum(v < GATE for v in f1), "clean_sets": len(clean), "clean_max_dropped": max(clean, default=math.nan),
             "clean_over_1pct": sum(v > 0.01 for v in clean)}
+
+
+def print_comparison(title: str, sets: list[dict[str, Any]], old: str, new: str) -> None:
+    """``title``, both rules' gates over ``sets``, and how many eligible sets ``new`` mends and breaks (F1 across ``GATE``)."""
+    eligible = [s for s in sets if s["unsafe_share"] >= 0.05 and s.get("best_f1", 0) >= ELIGIBLE]
+    mended = sum(s[old]["f1"] < GATE <= s[new]["f1"] for s in eligible)
+    broken = sum(s[new]["f1"] < GATE <= s[old]["f1"] for s in eligible)
+    print(title)
+    for rule in (old, new):
+        print(f"  {rule}: {gates(sets, rule)}")
+    print(f"  mended {mended}, broken {broken}")
 
 
 def main() -> None:
