@@ -251,15 +251,19 @@ VALLEY_Z = 3.0
 GRID = 2048
 
 
+def bandwidth(x: np.ndarray) -> float:
+    """Silverman's rule of thumb on the *robust* spread (min of std and IQR/1.34): the narrow task mode sets it,
+    so a separate unsafe mode is not smoothed into the task mode's tail."""
+    return 0.9 * robust_spread(x) * len(x) ** -0.2
+
+
 def smoothed_density(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """A Gaussian kernel density of ``x`` on a regular grid: (grid, density, bandwidth).
 
-    Binned then convolved, so it costs O(n + grid) whatever the corpus size. The bandwidth is
-    Silverman's rule on the *robust* spread (min of std and IQR/1.34): the narrow task mode sets it,
-    so a separate unsafe mode is not smoothed into the task mode's tail.
+    Binned then convolved, so it costs O(n + grid) whatever the corpus size. The bandwidth is ``bandwidth``'s.
     """
     n = len(x)
-    h = 0.9 * robust_spread(x) * n ** -0.2
+    h = bandwidth(x)
     lo, hi = float(x.min()) - 3 * h, float(x.max()) + 3 * h
     counts, edges = np.histogram(x, bins=GRID, range=(lo, hi))
     width = edges[1] - edges[0]
@@ -425,7 +429,7 @@ def _mixture(scores: np.ndarray, third: bool) -> Threshold:
     one_bic = mx.fit_one(xs, floor).bic
     gain = one_bic - two.bic
     null, unsafe = two.components
-    evidence.update(bic_gain=gain, task_mode=null.mu, task_scale_right=null.right, unsafe_mode=unsafe.mu)
+    evidence.update(bic_gain=gain, **_modes(null, unsafe))
     if gain <= BIC_MIN:
         if gain > 0:  # too weak on the shape alone; independent evidence may still back this cut
             evidence.update({WEAK_CUT: value, WEAK_UNSAFE_SHARE: two.weights[1]})
@@ -438,7 +442,7 @@ def _mixture(scores: np.ndarray, third: bool) -> Threshold:
         two, value, expected = heavy
         null, unsafe = two.components
         gain = one_bic - two.bic
-        evidence.update(bic_gain=gain, task_mode=null.mu, task_scale_right=null.right, unsafe_mode=unsafe.mu)
+        evidence.update(bic_gain=gain, **_modes(null, unsafe))
         tails = " (heavy-tailed: a two-piece t fits it better and raises the cut)"
     z = (value - null.mu) / null.right
     evidence.update(expected, estimated_unsafe_share=two.weights[1], cut_in_task_scales=z)
@@ -448,6 +452,12 @@ def _mixture(scores: np.ndarray, third: bool) -> Threshold:
     if not third:
         return t
     return lowered_by_a_third_component(t, xs, n_all, floor, min(one_bic, *(f.bic for f in twos)), two.weights[1])
+
+
+def _modes(task: mx.Component, unsafe: mx.Component) -> dict[str, float]:
+    """The evidence of where a fit puts the task mode, its right scale (the unit of ``cut_in_task_scales``) and the
+    unsafe mode."""
+    return {"task_mode": task.mu, "task_scale_right": task.right, "unsafe_mode": unsafe.mu}
 
 
 def _expects(expected: dict[str, float]) -> str:
@@ -498,9 +508,8 @@ def lowered_by_a_third_component(t: Threshold, xs: np.ndarray, n: int, floor: fl
              f"and the top one at {top.mu:.3g} are unsafe" if upper == (1, 2) else
              f"a middle component at {middle.mu:.3g} is the task mode's (not separable from it), the top one at "
              f"{top.mu:.3g} unsafe")
-    evidence = {**t.evidence, **expected, "estimated_unsafe_share": share, "cut_in_task_scales": z, "task_mode": task.mu,
-                "task_scale_right": task.right, "unsafe_mode": top.mu, "middle_mode": middle.mu,
-                "unsafe_components": len(upper), CUT_BEFORE_THIRD: t.value}
+    evidence = {**t.evidence, **expected, "estimated_unsafe_share": share, "cut_in_task_scales": z, **_modes(task, top),
+                "middle_mode": middle.mu, "unsafe_components": len(upper), CUT_BEFORE_THIRD: t.value}
     return replace(t, value=value, evidence=evidence,
                    rationale=f"{t.rationale}; a third component lowers the cut to {value:.4g}: task mode at {task.mu:.3g}, "
                    f"{whose}, ~{share:.1%} of rows unsafe (BIC {rival_bic - m.bic:.0f} below the best one- or "
