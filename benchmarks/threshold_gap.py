@@ -36,19 +36,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from thresholds import SYNTHETIC_GROUPS, group_jobs, print_comparison  # noqa: E402
+from thresholds import SYNTHETIC_GROUPS, cut_result, group_jobs, print_comparison, set_key  # noqa: E402
 
 from pipeline.filtering import mixture as mx  # noqa: E402
 from pipeline.filtering import thresholds  # noqa: E402
-from pipeline.reporting.metrics import precision_recall_f1  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_RULE = thresholds.right_of_task
-
-
-def resolution(xs: np.ndarray) -> float:
-    """The kernel bandwidth of ``thresholds.smoothed_density`` on the sorted scores ``xs`` (Silverman's rule)."""
-    return 0.9 * thresholds.robust_spread(xs) * len(xs) ** -0.2
 
 
 def with_resolution_gap(rule: Callable[[np.ndarray], thresholds.Threshold]) -> Callable[[np.ndarray], thresholds.Threshold]:
@@ -56,7 +50,7 @@ def with_resolution_gap(rule: Callable[[np.ndarray], thresholds.Threshold]) -> C
     def candidate(scores: np.ndarray) -> thresholds.Threshold:
         x = np.asarray(scores, dtype=np.float64)
         xs = mx.sample_sorted(x[np.isfinite(x)])
-        h = resolution(xs) if len(xs) > 1 else 0.0
+        h = thresholds.bandwidth(xs) if len(xs) > 1 else 0.0
 
         def right_of_task(null: mx.Component, upper: mx.Component) -> bool:
             return (float(upper.sf(np.array(null.mu))) >= thresholds.RIGHT_MASS_MIN
@@ -76,13 +70,11 @@ CANDIDATE = with_resolution_gap(thresholds.mixture)
 def stored(group: str) -> dict[tuple[str, int, int, float], dict[str, Any]]:
     """The default's judgement of each set of ``group`` (``benchmarks/threshold_three/``), by set identity."""
     path = HERE / "threshold_three" / (group.replace(": ", "-").replace(", ", "-") + ".json")
-    return {(s["set"], s["seed"], s["rows"], round(s["unsafe_share"], 6)): s for s in json.loads(path.read_text())}
+    return {set_key(s["set"], s["seed"], s["rows"], s["unsafe_share"]): s for s in json.loads(path.read_text())}
 
 
 def _judge(name: str, seed: int, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    drop = x > CANDIDATE(x).value
-    return {"set": name, "seed": seed, "rows": len(x), "unsafe_share": float(y.mean()),
-            "candidate": {**precision_recall_f1(drop, y), "dropped": float(drop.mean())}}
+    return {"set": name, "seed": seed, "rows": len(x), "unsafe_share": float(y.mean()), "candidate": cut_result(x > CANDIDATE(x).value, y)}
 
 
 def main() -> None:
@@ -104,7 +96,7 @@ def main() -> None:
         sets = pool.starmap(_judge, jobs, chunksize=4)
     before = stored(a.group)
     for s in sets:
-        old = before[(s["set"], s["seed"], s["rows"], round(s["unsafe_share"], 6))]
+        old = before[set_key(s["set"], s["seed"], s["rows"], s["unsafe_share"])]
         s["mixture"] = old["candidate"]
         if "best_f1" in old:
             s["best_f1"] = old["best_f1"]

@@ -38,7 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from thresholds import SYNTHETIC_GROUPS, group_jobs, print_comparison  # noqa: E402
+from thresholds import SYNTHETIC_GROUPS, cut_result, group_jobs, print_comparison  # noqa: E402
 
 from pipeline.filtering import thresholds  # noqa: E402
 from pipeline.reporting.metrics import precision_recall_f1  # noqa: E402
@@ -69,8 +69,7 @@ def _judge(name: str, seed: int, x: np.ndarray, y: np.ndarray) -> dict[str, Any]
         out["best_f1"] = precision_recall_f1(x > thresholds.best_f1(x, y).value, y)["f1"]
     t = thresholds.mixture(x)
     for rule, value in (("two_component_mixture", t.evidence.get(thresholds.CUT_BEFORE_THIRD, t.value)), ("mixture", t.value)):
-        drop = x > value
-        out[rule] = {**precision_recall_f1(drop, y), "dropped": float(drop.mean())}
+        out[rule] = cut_result(x > value, y)
     return out
 
 

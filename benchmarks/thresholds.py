@@ -178,6 +178,11 @@ def set_key(name: str, seed: int, rows: int, unsafe_share: float) -> tuple[str, 
     return name, seed, rows, round(unsafe_share, 6)
 
 
+def cut_result(drop: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Precision, recall, F1 and counts of the rows ``drop`` against the labels ``y``, and the share dropped."""
+    return {**precision_recall_f1(drop, y), "dropped": float(drop.mean())}
+
+
 def judge(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """Each rule's F1 and drop share on one labelled set, and the best F1 in hindsight."""
     out: dict[str, Any] = {"rows": len(x), "unsafe_share": float(y.mean())}
