@@ -326,8 +326,15 @@ TWENTY_FIFTH_SESSION_RUNS = {
 """Fresh runs for the third component on the filter's own score (2026-12-05, twenty-fifth and twenty-sixth sessions;
 pre-registered in RESULTS.md before the first started): the issue's own shape, seed 18, which no run had used. No
 rule has been chosen on them; they are judged as they come."""
+TWENTY_EIGHTH_SESSION_RUNS = {
+    f"{spec}-320rows-seed19-defaults-safety80" for spec in (
+        "docstrings-25pct-varied", "wordnet-25pct-varied", "jokes-25pct-varied", "mixed-00pct-varied")
+}
+"""Fresh runs of the package default as the twenty-sixth session adopted it (2026-12-05, twenty-eighth session;
+pre-registered in RESULTS.md before the first started): the issue's own shape, seed 19, which no run had used. No
+rule has been chosen on them; they are judged as they come."""
 SINCE_TWENTY_SECOND_SESSION = (TWENTY_SECOND_SESSION_RUNS | TWENTY_THIRD_SESSION_RUNS | TWENTY_FOURTH_SESSION_RUNS
-                               | TWENTY_FIFTH_SESSION_RUNS)
+                               | TWENTY_FIFTH_SESSION_RUNS | TWENTY_EIGHTH_SESSION_RUNS)
 """The fresh runs since the twenty-second session: made after corroboration, the prompt and reply votes, the vote
 extension and the ``delta`` fallback were written down, so they are evaluation runs for each of those."""
 MADE_AFTER_REPLY_VOTE = (FOURTEENTH_SESSION_RUNS | FIFTEENTH_SESSION_RERUNS | SEVENTEENTH_SESSION_RERUNS | SINCE_TWENTY_SECOND_SESSION)
@@ -548,7 +555,8 @@ def main() -> None:
                 "fresh runs of the default: twenty-second session": [s for s in real if s["set"] in TWENTY_SECOND_SESSION_RUNS],
                 "fresh runs: twenty-third session": [s for s in real if s["set"] in TWENTY_THIRD_SESSION_RUNS],
                 "fresh runs of the default: twenty-fourth session": [s for s in real if s["set"] in TWENTY_FOURTH_SESSION_RUNS],
-                "fresh runs of the default: seed 18": [s for s in real if s["set"] in TWENTY_FIFTH_SESSION_RUNS]}
+                "fresh runs of the default: seed 18": [s for s in real if s["set"] in TWENTY_FIFTH_SESSION_RUNS],
+                "fresh runs of the default: seed 19": [s for s in real if s["set"] in TWENTY_EIGHTH_SESSION_RUNS]}
     if a.real_only:
         groups = {g: v for g, v in json.loads(Path(a.out).read_text())["sets"].items() if g not in by_group} | by_group
     else:
