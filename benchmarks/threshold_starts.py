@@ -39,7 +39,7 @@ from unittest import mock
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from thresholds import DEFAULT, ELIGIBLE, GATE, HERE, SYNTHETIC_GROUPS, clean_sets, labelled_sets, set_key  # noqa: E402 - after the path it needs
+from thresholds import DEFAULT, ELIGIBLE, GATE, HERE, SYNTHETIC_GROUPS, clean_sets, gated, labelled_sets, set_key  # noqa: E402 - after the path it needs
 
 from pipeline.filtering import mixture as mx  # noqa: E402
 from pipeline.filtering import thresholds  # noqa: E402
@@ -107,7 +107,7 @@ def label_started(group: str) -> list[dict[str, Any]]:
     task_shapes, unsafe_shapes, seeds, _ = SYNTHETIC_GROUPS[group]
     judged = json.loads((HERE / "thresholds.json").read_text())["sets"][group]
     misses = {set_key(s["set"], s["seed"], s["rows"], s["unsafe_share"]) for s in judged
-              if s["unsafe_share"] >= 0.05 and s.get("best_f1", 0.0) >= ELIGIBLE and s[DEFAULT]["f1"] < GATE}
+              if gated(s) and s[DEFAULT]["f1"] < GATE}
     out = []
     for name, seed, _, _, _, x, y in labelled_sets(task_shapes, unsafe_shapes, seeds):
         if set_key(name, seed, len(x), float(y.mean())) not in misses:

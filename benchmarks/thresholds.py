@@ -516,10 +516,15 @@ def demo() -> dict[str, Any]:
     return {"set": "demo (make demo, seed 0)", **judge(np.array(d["log_ratio"]), np.array(d["label"], bool))}
 
 
+def gated(s: dict[str, Any]) -> bool:
+    """Whether the issue's F1 gate applies to the judged set ``s``: >= 5% unsafe and a best cut in hindsight of ``ELIGIBLE``."""
+    return s["unsafe_share"] >= 0.05 and s.get("best_f1", 0) >= ELIGIBLE
+
+
 def gates(sets: list[dict[str, Any]], rule: str) -> dict[str, Any]:
     """The issue's gates for one rule over a group of sets."""
     sets = [s for s in sets if s.get(rule) is not None]  # the default cannot be judged on runs without prompt states
-    eligible = [s for s in sets if s["unsafe_share"] >= 0.05 and s.get("best_f1", 0) >= ELIGIBLE]
+    eligible = [s for s in sets if gated(s)]
     f1 = [s[rule]["f1"] for s in eligible]
     clean = [s[rule]["dropped"] for s in sets if s["unsafe_share"] == 0]
     return {"eligible": len(eligible), "f1_min": min(f1, default=math.nan), "f1_median": float(np.median(f1)) if f1 else math.nan,
@@ -529,13 +534,28 @@ def gates(sets: list[dict[str, Any]], rule: str) -> dict[str, Any]:
 
 def print_comparison(title: str, sets: list[dict[str, Any]], old: str, new: str) -> None:
     """``title``, both rules' gates over ``sets``, and how many eligible sets ``new`` mends and breaks (F1 across ``GATE``)."""
-    eligible = [s for s in sets if s["unsafe_share"] >= 0.05 and s.get("best_f1", 0) >= ELIGIBLE]
+    eligible = [s for s in sets if gated(s)]
     mended = sum(s[old]["f1"] < GATE <= s[new]["f1"] for s in eligible)
     broken = sum(s[new]["f1"] < GATE <= s[old]["f1"] for s in eligible)
     print(title)
     for rule in (old, new):
         print(f"  {rule}: {gates(sets, rule)}")
     print(f"  mended {mended}, broken {broken}")
+
+
+REAL_GROUPS = {
+    "evaluation of corroboration: real runs made after it": MADE_AFTER_CORROBORATION,
+    "evaluation of safety_prompts: real runs made after it": MADE_AFTER_SAFETY_PROMPTS,
+    "evaluation of the vote extension: real runs made after it": MADE_AFTER_EXTENSION,
+    "evaluation of the delta fallback: real runs made after it": MADE_AFTER_FALLBACK,
+    "evaluation of the reply vote: real runs made after it": MADE_AFTER_REPLY_VOTE,
+    "fresh runs of the default: twenty-second session": TWENTY_SECOND_SESSION_RUNS,
+    "fresh runs: twenty-third session": TWENTY_THIRD_SESSION_RUNS,
+    "fresh runs of the default: twenty-fourth session": TWENTY_FOURTH_SESSION_RUNS,
+    "fresh runs of the default: seed 18": TWENTY_FIFTH_SESSION_RUNS,
+    "fresh runs of the default: seed 19": TWENTY_EIGHTH_SESSION_RUNS,
+}
+"""The real-run groups judged beside "tuning" and "evaluation", by the runs each holds (in the order they are reported)."""
 
 
 def main() -> None:
@@ -547,16 +567,7 @@ def main() -> None:
     a = ap.parse_args()
     real = real_runs()
     by_group = {"tuning: real runs": [s for s in real if s["tuned_on"]], "evaluation: real runs": [s for s in real if not s["tuned_on"]],
-                "evaluation of corroboration: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_CORROBORATION],
-                "evaluation of safety_prompts: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_SAFETY_PROMPTS],
-                "evaluation of the vote extension: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_EXTENSION],
-                "evaluation of the delta fallback: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_FALLBACK],
-                "evaluation of the reply vote: real runs made after it": [s for s in real if s["set"] in MADE_AFTER_REPLY_VOTE],
-                "fresh runs of the default: twenty-second session": [s for s in real if s["set"] in TWENTY_SECOND_SESSION_RUNS],
-                "fresh runs: twenty-third session": [s for s in real if s["set"] in TWENTY_THIRD_SESSION_RUNS],
-                "fresh runs of the default: twenty-fourth session": [s for s in real if s["set"] in TWENTY_FOURTH_SESSION_RUNS],
-                "fresh runs of the default: seed 18": [s for s in real if s["set"] in TWENTY_FIFTH_SESSION_RUNS],
-                "fresh runs of the default: seed 19": [s for s in real if s["set"] in TWENTY_EIGHTH_SESSION_RUNS]}
+                **{g: [s for s in real if s["set"] in runs] for g, runs in REAL_GROUPS.items()}}
     if a.real_only:
         kept = json.loads(Path(a.out).read_text())["sets"]  # in the file's order, so that a re-run diffs only where it changed
         groups = {g: by_group.get(g, v) for g, v in kept.items()} | by_group
